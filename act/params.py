@@ -174,7 +174,13 @@ class EmbeddedModelParams:
 @dataclass(frozen=True)
 class BaseParams:
     model: str = "embedded"
-    """"embedded" builds a small model offline; otherwise a hub name or local path."""
+    """"embedded" builds a small model offline; a named offline model (smollm2-135m-instruct,
+    fetched with scripts/fetch_model.sh), a .gguf file, a local HF directory, or a hub name."""
+    revision: str = ""
+    """Hub models: the commit, tag or branch to load ("" = the default branch)."""
+    chat_template: str = ""
+    """A chat template for the policy: a family name (chatml, zephyr, llama3, qwen2.5, gemma,
+    mistral) or a Jinja file; "" keeps the tokenizer's own (required when it has none)."""
     embedded: EmbeddedModelParams = field(default_factory=EmbeddedModelParams)
     """Size and pre-training of the embedded model (ignored for a hub model)."""
 

@@ -5,9 +5,14 @@
 `base.model: embedded` (the offline default) builds a small Llama: a byte-level BPE tokenizer
 trained on the TRAIN split's text (chat template with `{% generation %}` around assistant turns,
 a pad token), random init, then causal-LM pre-training on the train split's rendered gold
-conversations so its samples are text in the chat format. Eval data is never read. Any other
-value (a hub name such as HuggingFaceH4/zephyr-7b-beta, or a local path) writes only a pointer
-file; the weights are loaded with `from_pretrained` where they are used.
+conversations so its samples are text in the chat format. Eval data is never read.
+
+A named offline model (`smollm2-135m-instruct`, fetched once with `bash scripts/fetch_model.sh`)
+or a `.gguf` file is converted to a trainable safetensors directory here, once. A local HF
+directory or a hub name (HuggingFaceH4/zephyr-7b-beta, pinned by `base.revision`) writes only a
+pointer file; the weights are loaded with `from_pretrained` where they are used. Either way the
+tokenizer is loaded and its chat template checked now (`base.chat_template` overrides it), so a
+model that cannot chat fails here, naming the param.
 """
 
 from __future__ import annotations
@@ -37,6 +42,30 @@ def corpus(records) -> list[str]:
     return chats
 
 
+def provision_pretrained(cfg, out: str | Path) -> dict[str, Any]:
+    """models/base for a non-embedded `base.model`: a converted directory or a pointer file."""
+    import json
+
+    from act.io import atomic_dir
+    from act.model.chat import resolve_chat_template
+    from act.model.loading import POINTER, load_tokenizer
+    from act.model.pretrained import convert_gguf, gguf_path, source_kind
+
+    kind = source_kind(cfg.model)
+    with atomic_dir(out) as tmp:
+        if kind in ("named", "gguf"):
+            figures = convert_gguf(gguf_path(cfg.model), tmp, chat_template=cfg.chat_template or None)
+            pointer = {"source": "converted", "model": cfg.model}
+        else:
+            figures = {}
+            pointer = {"source": "pretrained", "model": cfg.model, "revision": cfg.revision,
+                       "chat_template_text": resolve_chat_template(cfg.chat_template) if cfg.chat_template else ""}
+        (tmp / POINTER).write_text(json.dumps(pointer, indent=2) + "\n")
+        tok = load_tokenizer(tmp)  # fails here, naming base.chat_template, when the model cannot chat
+    return {"model": cfg.model, "embedded": False, "source": kind, "vocab_size": len(tok),
+            "fold_system": bool(tok.act_fold_system), **figures}
+
+
 def run(params: Params, data: str | Path, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
     import json
 
@@ -49,9 +78,7 @@ def run(params: Params, data: str | Path, out: str | Path, metrics_path: str | P
     started = time.monotonic()
     with stage_run("base", params, cfg, tags={"act.dataset": params.dataset}) as tracker:
         if cfg.model != "embedded":
-            with atomic_dir(out) as tmp:
-                (tmp / POINTER).write_text(json.dumps({"source": "pretrained", "model": cfg.model}, indent=2) + "\n")
-            metrics: dict[str, Any] = {"model": cfg.model, "embedded": False}
+            metrics = provision_pretrained(cfg, out)
         else:
             from act.model.embedded import build_model, build_tokenizer, pretrain
 

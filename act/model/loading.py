@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -28,16 +29,40 @@ ADAPTER_MARKER = "act_adapter.json"
 """File in an adapter dir; {"adapter": false} marks "no adapter: use the base model"."""
 
 
-def resolve_base(base_dir: str | Path) -> str:
-    """The `from_pretrained` argument for a `models/base` directory (itself, or the hub name it names)."""
+def base_info(base_dir: str | Path) -> dict:
+    """The pointer file of a `models/base` directory ({"source": ..., "model": ...}); a plain HF
+    directory without one counts as a local model."""
     p = Path(base_dir)
     pointer = p / POINTER
     if not pointer.exists():
         if (p / "config.json").exists():
-            return str(p)
+            return {"source": "local", "model": str(p)}
         raise FileNotFoundError(f"{p}: neither {POINTER} nor config.json (did the base stage run?)")
-    info = json.loads(pointer.read_text(encoding="utf-8"))
-    return str(p) if info.get("source") == "embedded" else str(info["model"])
+    return json.loads(pointer.read_text(encoding="utf-8"))
+
+
+def resolve_base(base_dir: str | Path) -> str:
+    """The `from_pretrained` argument for a `models/base` directory (itself, or the model it names)."""
+    info = base_info(base_dir)
+    return str(base_dir) if info.get("source") in ("embedded", "converted") else str(info["model"])
+
+
+def _from_pretrained(cls, base_dir: str | Path, **kwargs):
+    """`cls.from_pretrained` on the base model, with its pinned revision; a hub model that cannot
+    be fetched names the offline switch."""
+    info = base_info(base_dir)
+    where = resolve_base(base_dir)
+    if info.get("source") == "pretrained" and info.get("revision"):
+        kwargs["revision"] = info["revision"]
+    try:
+        return cls.from_pretrained(where, **kwargs)
+    except OSError as e:
+        if info.get("source") == "pretrained" and not Path(where).exists():
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+            hint = ("HF_HUB_OFFLINE is set: unset it (or export HF_HUB_OFFLINE=0) to download" if offline
+                    else "check the name and your network, or point base.model at a local directory or .gguf file")
+            raise OSError(f"base.model={where}: cannot load from the hub ({hint}): {e}") from e
+        raise
 
 
 def has_adapter(adapter_dir: str | Path | None) -> bool:
@@ -73,11 +98,17 @@ def get_peft_config(lora: "LoraParams | None"):
 
 
 def load_tokenizer(base_dir: str | Path):
+    """The base model's tokenizer, ready for chats (template set and checked, pad token, system
+    folding decided: see `act.model.chat`), padding on the left for generation."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_base(base_dir))
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    from act.model.chat import prepare_tokenizer
+
+    tok = _from_pretrained(AutoTokenizer, base_dir)
+    info = base_info(base_dir)
+    if info.get("chat_template_text"):
+        tok.chat_template = info["chat_template_text"]
+    prepare_tokenizer(tok, source=f"base model {resolve_base(base_dir)}")
     tok.padding_side = "left"
     return tok
 
@@ -95,7 +126,7 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None, *, q
     kwargs = {"quantization_config": qconfig} if qconfig is not None else {}
     if not torch.cuda.is_available():
         kwargs["dtype"] = torch.float32  # CPU: no bf16 kernels worth using
-    model = AutoModelForCausalLM.from_pretrained(resolve_base(base_dir), **kwargs)
+    model = _from_pretrained(AutoModelForCausalLM, base_dir, **kwargs)
     if qconfig is not None and trainable:
         from peft import prepare_model_for_kbit_training
 
@@ -137,12 +168,14 @@ class HFPolicy:
         return out
 
     def _generate_batch(self, chats, torch) -> list[str]:
+        from act.model.chat import normalize
+
         tok = self.tokenizer
         side = tok.padding_side
         tok.padding_side = "left"
         try:
-            enc = tok.apply_chat_template([list(c) for c in chats], add_generation_prompt=True, tokenize=True,
-                                          padding=True, return_tensors="pt", return_dict=True)
+            enc = tok.apply_chat_template([normalize(tok, c) for c in chats], add_generation_prompt=True,
+                                          tokenize=True, padding=True, return_tensors="pt", return_dict=True)
         finally:
             tok.padding_side = side
         input_ids, attention = enc["input_ids"], enc["attention_mask"]
@@ -152,19 +185,30 @@ class HFPolicy:
             attention = attention[:, -self.max_prompt_tokens:]
         device = next(self.model.parameters()).device
         sample = self.temperature > 0
-        torch.manual_seed(self.seed + self.calls)
+        seed = self.seed + self.calls
         self.calls += 1
-        with torch.no_grad():
+        # seeded per call, without touching the global generator that training (dropout, data order) uses
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            torch.manual_seed(seed)
             gen = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device),
                 max_new_tokens=self.max_new_tokens, do_sample=sample,
                 temperature=self.temperature if sample else None, top_k=0 if sample else None,
                 top_p=1.0 if sample else None,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, use_cache=True,
+                pad_token_id=tok.pad_token_id, eos_token_id=stop_ids(self.model, tok), use_cache=True,
             )
         new = gen[:, input_ids.shape[1]:]
         self.generated_tokens += int((new != tok.pad_token_id).sum())
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+def stop_ids(model, tokenizer) -> list[int]:
+    """Token ids that end a turn: the tokenizer's EOS plus those of the model's generation config
+    (Llama-3 ends chat turns with <|eot_id|>, Gemma with <end_of_turn>)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return sorted(i for i in ids if i is not None)
 
 
 def load_policy(base_dir: str, adapter_dir: str | None = None, *, quantization: str = "none",

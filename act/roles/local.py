@@ -35,10 +35,11 @@ class LocalChat:
         if self._model is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(self.cfg.model)
+            from act.model.chat import prepare_tokenizer
+
+            tok = prepare_tokenizer(AutoTokenizer.from_pretrained(self.cfg.model),
+                                    source=f"roles.{self.role}.model={self.cfg.model}")
             tok.padding_side = "left"  # decoder-only batches must end where generation starts
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token
             model = AutoModelForCausalLM.from_pretrained(self.cfg.model)
             model.eval()
             self._tok, self._model = tok, model
@@ -62,8 +63,10 @@ class LocalChat:
     def _generate(self, chats: list[list[Message]]) -> list[Completion]:
         import torch
 
+        from act.model.chat import render
+
         tok, model = self._load()
-        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+        texts = [render(tok, c, add_generation_prompt=True) for c in chats]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         sampling = self.cfg.temperature > 0
         kwargs = {"max_new_tokens": self.cfg.max_tokens, "do_sample": sampling, "pad_token_id": tok.pad_token_id}

@@ -85,8 +85,11 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         raise ValueError("no preference pairs to train on")
     quiet_bars()
     model, tok, peft_config, reference = start_policy(base_dir, sft_dir, train)
-    rows = [{"prompt": list(p["prompt"]), "chosen": list(p["chosen"]), "rejected": list(p["rejected"]), "row_index": i}
-            for i, p in enumerate(pairs)]
+    from act.model.chat import normalize
+
+    # the prompt as this template takes it (system folded into the first user turn where it must be)
+    rows = [{"prompt": normalize(tok, p["prompt"]), "chosen": list(p["chosen"]), "rejected": list(p["rejected"]),
+             "row_index": i} for i, p in enumerate(pairs)]
     dataset = Dataset.from_list(rows)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         trainer = make_trainer_class()(

@@ -3,7 +3,9 @@
 Each training record becomes one chat: system message with the context, the history, then the
 gold assistant turn; for a CLARIFY turn the gold continuation (clarifying question, the user's
 reply from branch 0, the final answer). TRL's SFTTrainer trains a LoRA adapter on assistant
-tokens only (`assistant_only_loss`, which needs `{% generation %}` in the chat template).
+tokens only. The chats are tokenized here (`act.model.chat.tokenize_chat`: labels -100 outside
+assistant turns), so any chat template trains the same way, with or without `{% generation %}`
+markers, and with the system message folded in where a template rejects it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def sft_config(sft: SftParams, output_dir: str | Path, *, seed: int, report_to: 
         num_train_epochs=sft.epochs,
         per_device_train_batch_size=sft.batch_size,
         max_length=sft.max_length,
-        assistant_only_loss=True,
+        assistant_only_loss=False,  # the rows carry their own labels (assistant tokens only)
         packing=False,
         lr_scheduler_type="cosine",
         **runtime_args(seed=seed, report_to=report_to),
@@ -56,6 +58,7 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
     from datasets import Dataset
     from trl import SFTTrainer
 
+    from act.model.chat import tokenize_chat
     from act.model.loading import get_peft_config, load_model
 
     if not records:
@@ -63,7 +66,20 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
     quiet_bars()
     model, tok = load_model(base_dir, None, quantization=sft.quantization, trainable=True)
     tok.padding_side = "right"  # training pads on the right; sampling sets left itself
-    dataset = Dataset.from_list([{"messages": gold_conversation(r)} for r in records])
+    rows, truncated, dropped = [], 0, 0
+    for r in records:
+        row = tokenize_chat(tok, gold_conversation(r))
+        if len(row["input_ids"]) > sft.max_length:
+            truncated += 1
+            row = {k: v[: sft.max_length] for k, v in row.items()}
+        if all(label == -100 for label in row["labels"]):
+            dropped += 1  # no assistant token left within max_length: nothing to learn from
+            continue
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"every SFT conversation's assistant turns lie beyond sft.max_length={sft.max_length} "
+                         "tokens; raise sft.max_length")
+    dataset = Dataset.from_list(rows)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         trainer = SFTTrainer(model=model, args=sft_config(sft, tmp, seed=seed, report_to=report_to),
                              train_dataset=dataset, processing_class=tok, peft_config=get_peft_config(sft.lora))
@@ -76,6 +92,8 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
     return {
         "enabled": True,
         "examples": len(records),
+        "examples_truncated": truncated,
+        "examples_dropped_too_long": dropped,
         "steps": int(trainer.state.global_step),
         "train_loss": round(float(out.training_loss), 6),
         "loss_first": round(losses[0], 6) if losses else None,

@@ -57,7 +57,13 @@ def completion_loss_mask(tokenizer, prompt: Sequence[Message], completion: Seque
 
 def tokenize_pair(tokenizer, prompt: Sequence[Message], chosen: Sequence[Message], rejected: Sequence[Message],
                   *, mask_user_turns: bool = False) -> dict[str, Any]:
-    """prompt_ids / chosen_ids / rejected_ids (as DPOTrainer makes them) and the two loss masks."""
+    """prompt_ids / chosen_ids / rejected_ids (as DPOTrainer makes them) and the two loss masks.
+
+    The prompt is normalized for the template first (`act.model.chat.normalize`), as `train_dpo`
+    does for the static pairs TRL tokenizes itself."""
+    from act.model.chat import normalize
+
+    prompt = normalize(tokenizer, prompt)
     prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True)
     full_chosen = _ids(tokenizer, list(prompt) + list(chosen))
     full_rejected = _ids(tokenizer, list(prompt) + list(rejected))
