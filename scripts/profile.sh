@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run the DAG under a profile of params overrides (profiles/<name>.yaml), as a DVC experiment:
+#   bash scripts/profile.sh smollm2                    # one run (seed 0) on the profile's dataset
+#   bash scripts/profile.sh smollm2 ambigsql           # ... on another dataset
+#   SEEDS="0 1 2" bash scripts/profile.sh smollm2      # SFT vs off-policy DPO vs ACT over seeds (act ablate)
+# Extra `dvc exp run` / `act ablate` arguments follow the dataset, e.g. `-- --rerun`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="profiles/${1:?usage: scripts/profile.sh PROFILE [DATASET]}.yaml"
+dataset="${2:-}"
+shift $(( $# >= 2 ? 2 : 1 )); [ "${1:-}" = "--" ] && shift
+bash scripts/setup.sh
+source scripts/env.sh
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
+export PATH="$PWD/.venv/bin:$PATH"
+mapfile -t sets < <(python - "$profile" "$dataset" <<'PY'
+import sys, yaml
+over = yaml.safe_load(open(sys.argv[1])) or {}
+if sys.argv[2]:
+    over["dataset"] = sys.argv[2]
+for k, v in over.items():
+    print(f"{k}={'true' if v is True else 'false' if v is False else v}")
+PY
+)
+args=(); for s in "${sets[@]}"; do args+=(-S "$s"); done
+model=$(python -c "import yaml,sys; print(yaml.safe_load(open('$profile')).get('base.model',''))")
+if python -c "import sys; from act.model.pretrained import NAMED_MODELS; sys.exit('$model' not in NAMED_MODELS)"; then
+  python -m act.model.pretrained fetch "$model"
+fi
+if [ -n "${SEEDS:-}" ]; then
+  name=$(basename "$profile" .yaml)-$(grep -E '^dataset=' <(printf '%s\n' "${sets[@]}") | cut -d= -f2)
+  act ablate --seeds $SEEDS --methods sft dpo_offpolicy act --out "reports/$name" "${args[@]}" "$@"
+else
+  dvc exp run "${args[@]}" "$@"
+fi
