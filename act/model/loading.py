@@ -10,6 +10,7 @@ The functions that turn config into library objects return None for "off", like 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -143,29 +144,50 @@ class HFPolicy:
     """A transformers causal LM as a `Policy`: one assistant turn per chat, batched, left-padded.
 
     Works on a model that is being trained: it switches to eval mode for sampling and restores the
-    previous mode afterwards."""
+    previous mode afterwards. Chats are batched by length (fewer pad tokens); a LoRA adapter on an
+    unquantized base is merged into the weights while sampling and unmerged afterwards (LoRA
+    layers cost a fifth to a third of generation time otherwise)."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0,
-                 batch_size: int = 16, max_prompt_tokens: int | None = None):
+                 batch_size: int = 16, max_prompt_tokens: int | None = None, merge_lora: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
         self.batch_size, self.max_prompt_tokens = batch_size, max_prompt_tokens
+        self.merge_lora = merge_lora
         self.calls = 0
         self.generated_tokens = 0
 
     def generate(self, chats: Sequence[Sequence[Message]]) -> list[str]:
         import torch
 
-        out: list[str] = []
+        order = sorted(range(len(chats)), key=lambda i: sum(len(m["content"]) for m in chats[i]))
+        out: list[str] = [""] * len(chats)
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(chats), self.batch_size):
-                out.extend(self._generate_batch(chats[start:start + self.batch_size], torch))
+            with self._merged():
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start:start + self.batch_size]
+                    for i, text in zip(idx, self._generate_batch([chats[i] for i in idx], torch)):
+                        out[i] = text
         finally:
             if was_training:
                 self.model.train()
         return out
+
+    @contextlib.contextmanager
+    def _merged(self):
+        """LoRA merged into the base weights for the duration (not on a quantized base)."""
+        model = self.model
+        merge = (self.merge_lora and hasattr(model, "merge_adapter")
+                 and getattr(model.config, "quantization_config", None) is None)
+        if merge:
+            model.merge_adapter()
+        try:
+            yield
+        finally:
+            if merge:
+                model.unmerge_adapter()
 
     def _generate_batch(self, chats, torch) -> list[str]:
         from act.model.chat import normalize
@@ -212,8 +234,12 @@ def stop_ids(model, tokenizer) -> list[int]:
 
 
 def load_policy(base_dir: str, adapter_dir: str | None = None, *, quantization: str = "none",
-                max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0) -> HFPolicy:
-    """The policy in `base_dir` (+ the LoRA adapter in `adapter_dir`, if it holds one), ready to sample."""
+                max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0, batch_size: int = 16) -> HFPolicy:
+    """The policy in `base_dir` (+ the LoRA adapter in `adapter_dir`, if it holds one), ready to
+    sample. On an unquantized base the adapter is merged into the weights once (faster generation)."""
     model, tok = load_model(base_dir, adapter_dir, quantization=quantization)
+    if has_adapter(adapter_dir) and quantization == "none":
+        model = model.merge_and_unload()
     model.eval()
-    return HFPolicy(model, tok, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    return HFPolicy(model, tok, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                    batch_size=batch_size)
