@@ -192,6 +192,11 @@ class SftParams:
     learning_rate: float = 2e-3
     epochs: int = 8
     batch_size: int = 8
+    """Conversations per device per forward pass."""
+    gradient_accumulation_steps: int = 1
+    """Forward passes per optimizer step: effective batch = batch_size x this (x devices)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: much less memory, ~30% more time."""
     max_length: int = 1024
     """Longer conversations are truncated (tokens)."""
     quantization: Literal["none", "nf4"] = "none"
@@ -242,8 +247,11 @@ class TrainParams:
     learning_rate: float = 5e-4
     epochs: int = 1
     batch_size: int = 8
-    """Pairs per optimizer step (and per sampling round)."""
+    """Pairs per device per forward pass, and per sampling round."""
     gradient_accumulation_steps: int = 1
+    """Forward passes per optimizer step (each samples its own pairs when on-policy)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: much less memory, ~30% more time."""
     loss_type: tuple[str, ...] = ("sigmoid",)
     """TRL DPO loss(es): sigmoid (DPO), ipo, hinge, ..."""
     max_length: int = 1024

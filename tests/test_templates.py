@@ -182,3 +182,17 @@ def test_family_runs_base_sft_train_evaluate(families, family, tmp_path):
                            report=tmp_path / "report.html")
     assert set(metrics) == {"base", "sft", "act"} and read_json(m / "evaluate.json") == metrics
     assert all(metrics[p]["action"]["n"] == 3 for p in metrics)
+
+
+def test_gradient_checkpointing_and_accumulation_train_the_same_steps(families, tmp_path):
+    from act.io import save_dataset
+    from act.params import load_params
+    from stages import base, sft
+
+    save_dataset(tmp_path / "annotate", {"train": [r.to_row() for r in records("train", 8)]})
+    params = load_params(PARAMS, {"base.model": str(families("chatml")), "sft.epochs": 1, "sft.batch_size": 2,
+                                  "sft.gradient_accumulation_steps": 2, "sft.gradient_checkpointing": True})
+    base.run(params, data=tmp_path / "annotate", out=tmp_path / "base", metrics_path=tmp_path / "b.json")
+    s = sft.run(params, base=tmp_path / "base", data=tmp_path / "annotate", out=tmp_path / "sft",
+                metrics_path=tmp_path / "s.json")
+    assert s["steps"] == 2 and s["loss_first"] > 0  # 8 chats / (2 x 2) per optimizer step

@@ -115,7 +115,7 @@ def load_tokenizer(base_dir: str | Path):
 
 
 def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None, *, quantization: str = "none",
-               trainable: bool = False):
+               trainable: bool = False, gradient_checkpointing: bool = False):
     """(model, tokenizer): the base model, 4-bit when asked, with the adapter applied if there is one.
 
     `trainable`: the adapter's weights get gradients, and a 4-bit base is prepared for k-bit training."""
@@ -132,7 +132,8 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None, *, q
         from peft import prepare_model_for_kbit_training
 
         # before the adapter goes on: this freezes every parameter it sees
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     if has_adapter(adapter_dir):
         from peft import PeftModel
 

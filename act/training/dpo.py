@@ -45,7 +45,7 @@ def dpo_config(train: TrainParams, output_dir: str | Path, *, seed: int, report_
         truncation_mode="keep_start",  # TRL drops pairs whose prompt alone fills max_length (counted in metrics)
         lr_scheduler_type="constant_with_warmup",
         remove_unused_columns=True,
-        **runtime_args(seed=seed, report_to=report_to),
+        **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=train.gradient_checkpointing),
     )
 
 
@@ -54,10 +54,12 @@ def start_policy(base_dir: str | Path, sft_dir: str | Path | None, train: TrainP
     from act.model.loading import get_peft_config, has_adapter, load_model
 
     if train.init == "sft" and has_adapter(sft_dir):
-        model, tok = load_model(base_dir, sft_dir, quantization=train.quantization, trainable=True)
+        model, tok = load_model(base_dir, sft_dir, quantization=train.quantization, trainable=True,
+                              gradient_checkpointing=train.gradient_checkpointing)
         peft_config, reference = None, "sft_adapter_copy"
     else:
-        model, tok = load_model(base_dir, None, quantization=train.quantization, trainable=True)
+        model, tok = load_model(base_dir, None, quantization=train.quantization, trainable=True,
+                              gradient_checkpointing=train.gradient_checkpointing)
         peft_config, reference = get_peft_config(train.lora), "base_adapter_disabled"
     return model, tok, peft_config, reference
 

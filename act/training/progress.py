@@ -11,7 +11,7 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def runtime_args(*, seed: int, report_to: str | list[str]) -> dict:
+def runtime_args(*, seed: int, report_to: str | list[str], gradient_checkpointing: bool = False) -> dict:
     """TrainingArguments every run here shares: CPU without bf16 when there is no GPU, a log entry
     every step, no checkpoints (only the adapter is kept), seeded data order, bars on a terminal only."""
     import torch
@@ -19,7 +19,8 @@ def runtime_args(*, seed: int, report_to: str | list[str]) -> dict:
     cpu = not torch.cuda.is_available()
     return dict(
         logging_steps=1, save_strategy="no", report_to=report_to, seed=seed, data_seed=seed,
-        use_cpu=cpu, bf16=not cpu, activation_checkpointing=False, dataloader_num_workers=0,
+        use_cpu=cpu, bf16=not cpu, activation_checkpointing=gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None, dataloader_num_workers=0,
         disable_tqdm=not interactive(), warmup_steps=0,
     )
 

@@ -42,11 +42,12 @@ def sft_config(sft: SftParams, output_dir: str | Path, *, seed: int, report_to: 
         learning_rate=sft.learning_rate,
         num_train_epochs=sft.epochs,
         per_device_train_batch_size=sft.batch_size,
+        gradient_accumulation_steps=sft.gradient_accumulation_steps,
         max_length=sft.max_length,
         assistant_only_loss=False,  # the rows carry their own labels (assistant tokens only)
         packing=False,
         lr_scheduler_type="cosine",
-        **runtime_args(seed=seed, report_to=report_to),
+        **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=sft.gradient_checkpointing),
     )
 
 
@@ -64,7 +65,8 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
     if not records:
         raise ValueError("no training records for SFT")
     quiet_bars()
-    model, tok = load_model(base_dir, None, quantization=sft.quantization, trainable=True)
+    model, tok = load_model(base_dir, None, quantization=sft.quantization, trainable=True,
+                          gradient_checkpointing=sft.gradient_checkpointing)
     tok.padding_side = "right"  # training pads on the right; sampling sets left itself
     rows, truncated, dropped = [], 0, 0
     for r in records:
