@@ -25,23 +25,6 @@ from act.params import Params
 log = logging.getLogger("act.simulate")
 
 
-def load_pairs(path: str | Path, split: str = "train", *, relabelled: bool = False):
-    """(pair rows, their records) from a pair DatasetDict; a malformed pair names file/record/field.
-
-    `relabelled`: pairs written by this stage, where both sides may take the same action (a failed
-    answer loses to the gold answer), so only the record part is checked."""
-    from act.io import load_dataset_dict
-    from act.pairs import pair_to_record, validate_pair
-
-    dd = load_dataset_dict(path)
-    if split not in dd:
-        raise FileNotFoundError(f"{path}: no '{split}' split (found {sorted(dd)})")
-    rows = [dict(r) for r in dd[split]]
-    check = pair_to_record if relabelled else validate_pair
-    records = [check(r, file=f"{path}/{split}", index=i) for i, r in enumerate(rows)]
-    return rows, records
-
-
 def relabelled_row(pair: dict, decision) -> dict[str, Any]:
     return {**pair, "chosen": decision.chosen, "rejected": decision.rejected,
             "chosen_action": decision.chosen_action, "rejected_action": decision.rejected_action,
@@ -54,6 +37,7 @@ def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path
     from act.io import save_dataset, write_json
     from act.metrics.task import record_scorer
     from act.model.loading import load_policy
+    from act.pairs import load_pairs
     from act.roles import build_role
     from act.roles.base import UsageCounter
     from act.simulate import OUTCOMES, relabel, rollout

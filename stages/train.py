@@ -40,7 +40,7 @@ def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path
     from act.training.act_trainer import OnPolicySampler
     from act.training.dpo import train_dpo
     from stages.common import stage_run
-    from stages.simulate import load_pairs
+    from act.pairs import load_pairs
 
     cfg, sim = params.train, params.simulate
     started = time.monotonic()
