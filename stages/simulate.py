@@ -58,7 +58,7 @@ def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path
         trajectories = rollout(records, policy, classifier, simulator, record_scorer(databases),
                                max_clarify_turns=cfg.max_clarify_turns, tolerance=cfg.tolerance)
         rollout_s = time.monotonic() - t0
-        decisions = [relabel(p, t, cfg.tolerance) for p, t in zip(pairs, trajectories)]
+        decisions = [relabel(p, t) for p, t in zip(pairs, trajectories)]
         relabelled = [relabelled_row(p, d) for p, d in zip(pairs, decisions)]
         save_dataset(out, {"train": relabelled, "trajectories": [t.to_row() for t in trajectories]})
         outcomes = Counter(d.outcome for d in decisions)
