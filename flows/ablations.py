@@ -50,7 +50,7 @@ def _yaml_value(v: Any) -> str:
 def _yaml_keys(path: Path) -> set[str]:
     import yaml
 
-    from stages.common import flatten
+    from act.tracking import flatten
 
     keys = set()
     for dotted in flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {}):
@@ -136,7 +136,7 @@ def run_experiment(name: str, root: str, overrides: dict[str, Any], env: dict[st
 def policy_figures(metrics: dict[str, Any], metrics_file: str, policy: str) -> dict[str, float]:
     """The numbers of one policy in a metrics file: its subtree when the file is keyed by policy
     (evaluate writes {"base": {...}, "sft": {...}, "act": {...}}), else every number in it."""
-    from stages.common import flatten
+    from act.tracking import flatten
 
     data = metrics.get(metrics_file, metrics)
     for key in (policy, "policies"):
@@ -224,8 +224,7 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from act.params import load_params
-    from flows.pipeline import _absolute_uri
-    from stages.common import MlflowRun, experiment_id, git_commit, tracking_enabled
+    from act.tracking import parent_run, tracking_uri
 
     t0 = time.time()
     root_path = Path(root).resolve()
@@ -233,17 +232,7 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     methods = list(methods)
     check_switches(root_path, methods, extra)
     params = load_params(root_path / "params.yaml")
-    uri = _absolute_uri(root_path)
-
-    summary = client = None
-    if tracking_enabled(params):
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        exp_id = experiment_id(client, params.tracking.experiment, uri)
-        summary = client.create_run(exp_id, run_name="ablations", tags={
-            "act.stage": "ablations", "git.commit": git_commit(root_path),
-            "act.methods": ",".join(methods), "act.seeds": ",".join(map(str, seeds))}).info.run_id
+    uri = tracking_uri(root_path)
 
     baseline = head_commit(root_path)
     # one experiment per distinct (switches, seed); methods sharing switches share it
@@ -257,40 +246,37 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
 
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
-    status = "FAILED"
-    try:
-        for name, entry in plan.items():
-            env = {"MLFLOW_TRACKING_URI": uri, "ACT_METHOD": "+".join(entry["methods"]),
-                   "ACT_SEED": str(entry["seed"])}
-            if summary:
-                env["ACT_PARENT_RUN_ID"] = summary
-            else:
-                env["ACT_TRACKING"] = "off"
-            res = run_experiment.with_options(name=name)(name, str(root_path), entry["overrides"], env, rerun,
-                                                          metrics_file, baseline)
-            runs.append({k: res[k] for k in ("name", "state", "seconds")})
-            for m in entry["methods"]:
-                for metric, value in policy_figures(res["metrics"], metrics_file, METHODS[m].policy).items():
-                    rows.append({"method": m, "seed": entry["seed"], "metric": metric, "value": value})
-        status = "FINISHED"
-    finally:
-        table = summarize(rows)
-        seconds = time.time() - t0
-        markdown = to_markdown(table, methods, seconds)
-        files = write_reports(root_path / out_dir, table, markdown, methods) if table else []
-        if summary and client is not None:
-            run = MlflowRun(client, summary, uri)
-            run.log_params({"methods": ",".join(methods), "seeds": ",".join(map(str, seeds)),
-                            "metrics_file": metrics_file})
-            run.log_metrics({f"{r['method']}.{r['metric']}.{s}": r[s] for r in table for s in ("mean", "std")})
-            run.log_dict({"experiments": runs, "rows": rows}, "ablations.json")
+    tags = {"act.methods": ",".join(methods), "act.seeds": ",".join(map(str, seeds))}
+    with parent_run(params, "ablations", root=root_path, tags=tags) as summary:
+        try:
+            for name, entry in plan.items():
+                env = {"MLFLOW_TRACKING_URI": uri, "ACT_METHOD": "+".join(entry["methods"]),
+                       "ACT_SEED": str(entry["seed"])}
+                if summary.run_id:
+                    env["ACT_PARENT_RUN_ID"] = summary.run_id
+                else:
+                    env["ACT_TRACKING"] = "off"
+                res = run_experiment.with_options(name=name)(name, str(root_path), entry["overrides"], env, rerun,
+                                                              metrics_file, baseline)
+                runs.append({k: res[k] for k in ("name", "state", "seconds")})
+                for m in entry["methods"]:
+                    for metric, value in policy_figures(res["metrics"], metrics_file, METHODS[m].policy).items():
+                        rows.append({"method": m, "seed": entry["seed"], "metric": metric, "value": value})
+        finally:
+            table = summarize(rows)
+            seconds = time.time() - t0
+            markdown = to_markdown(table, methods, seconds)
+            files = write_reports(root_path / out_dir, table, markdown, methods) if table else []
+            summary.log_params({"methods": ",".join(methods), "seeds": ",".join(map(str, seeds)),
+                                "metrics_file": metrics_file})
+            summary.log_metrics({f"{r['method']}.{r['metric']}.{s}": r[s] for r in table for s in ("mean", "std")})
+            summary.log_dict({"experiments": runs, "rows": rows}, "ablations.json")
             for f in files:
-                run.log_artifact(f)
-            client.set_terminated(summary, status)
+                summary.log_artifact(f)
     create_markdown_artifact(key="act-ablations", markdown="# ACT ablations\n\n" + markdown,
                              description="Mean and std per method and metric")
     if table:
         create_table_artifact(key="act-ablations-table", table=[{**r, "mean": round(r["mean"], 4), "std": round(r["std"], 4)}
                                                                 for r in table])
-    return {"table": table, "markdown": markdown, "experiments": runs, "summary_run_id": summary,
+    return {"table": table, "markdown": markdown, "experiments": runs, "summary_run_id": summary.run_id,
             "seconds": round(seconds, 1)}

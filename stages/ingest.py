@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from act.io import save_dataset, write_json
+from act.io import save_dataset
 from act.params import Params
 
 log = logging.getLogger("act.ingest")
@@ -68,10 +68,10 @@ def count(splits: dict[str, list], grouped: list) -> dict[str, Any]:
     return out
 
 
-def run(params: Params, dataset: str, raw: str | Path | None, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+def run(params: Params, *, dataset: str, raw: str | Path | None, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
     from act.data.bad_records import BadRecords
     from act.data.splits import split_records
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
     if dataset not in DATASETS:
         raise ValueError(f"--dataset: unknown dataset {dataset!r}; expected one of {DATASETS}")
@@ -100,11 +100,8 @@ def run(params: Params, dataset: str, raw: str | Path | None, out: str | Path, m
             "skipped_by_field": dict(bad.by_field),
             "splits": count(splits, grouped),
             **stats,
-            "seconds": round(time.monotonic() - started, 2),
         }
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
+        tracker.finish(metrics, metrics_path, started=started)
     log.info("ingest %s: %s", dataset, {k: v["records"] for k, v in metrics["splits"].items()})
     return metrics
 
@@ -119,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.dataset, args.raw, args.out, args.metrics)
+    run(load(args), dataset=args.dataset, raw=args.raw, out=args.out, metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

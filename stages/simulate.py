@@ -31,17 +31,17 @@ def relabelled_row(pair: dict, decision) -> dict[str, Any]:
             "outcome": decision.outcome, "score": decision.score}
 
 
-def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path, databases: str | Path,
-        out: str | Path, metrics_path: str | Path, *, classifier=None, simulator=None) -> dict[str, Any]:
+def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | Path, databases: str | Path,
+        out: str | Path, metrics_path: str | Path, classifier=None, simulator=None) -> dict[str, Any]:
     """`classifier` / `simulator` replace the configured roles (e.g. in tests)."""
-    from act.io import save_dataset, write_json
+    from act.io import save_dataset
     from act.metrics.task import record_scorer
     from act.model.loading import load_policy
     from act.pairs import load_pairs
     from act.roles import build_role
     from act.roles.base import UsageCounter
     from act.simulate import OUTCOMES, relabel, rollout
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
     cfg = params.simulate
     started = time.monotonic()
@@ -76,10 +76,7 @@ def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path
             "rollout_seconds": round(rollout_s, 2),
             "usage": {k: u.as_dict() for k, u in usage.items()},
         }
-        metrics["seconds"] = round(time.monotonic() - started, 2)
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
+        tracker.finish(metrics, metrics_path, started=started)
     log.info("simulate: %d pairs, outcomes %s", len(pairs), dict(outcomes))
     return metrics
 
@@ -96,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.base, args.sft, args.pairs, args.databases, args.out, args.metrics)
+    run(load(args), base=args.base, sft=args.sft, pairs_dir=args.pairs, databases=args.databases, out=args.out,
+        metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

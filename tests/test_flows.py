@@ -2,7 +2,7 @@
 DVC stage, DVC left clean, one MLflow parent run with a nested run per stage.
 
 The project here is built in tmp with two stages whose command is a short script calling the real
-`stages.common.stage_run`, so the orchestration is checked without waiting for model stages."""
+`act.tracking.stage_run`, so the orchestration is checked without waiting for model stages."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STEP = '''
 import sys
 from pathlib import Path
-from act.io import write_json
 from act.params import load_params
-from stages.common import stage_run
+from act.tracking import stage_run
 
 stage, src, dst, metrics = sys.argv[1:5]
 params = load_params("params.yaml")
@@ -30,9 +29,7 @@ with stage_run(stage, params, params.pairs, tags={"dataset": "ambigsql"}) as run
     Path(dst).write_text(text.upper())
     m = {"chars": len(text), "samples": params.pairs.samples, "seed": params.seed,
          "random": int(params.pairs.random_actions)}
-    write_json(metrics, m)
-    run.log_metrics(m)
-    run.log_artifact(dst, "out")
+    run.finish(m, metrics, artifacts=((dst, "out"),))
 '''
 
 DVC_YAML = {
