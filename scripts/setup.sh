@@ -19,7 +19,12 @@ for key in global.find-links install.find-links; do
     [ -e "$loc" ] && links+=(--find-links "$loc")
   done
 done
-"$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "${links[@]}" \
-  -c constraints.txt -e '.[test]'
+# --compile-bytecode: without .pyc files every process recompiles what it imports (about twice
+# the import CPU time of a model stage). [qlora] (bitsandbytes) is installed for the nf4 tests;
+# ACT_NO_QLORA=1 leaves it out (those tests then skip).
+extras=test
+[ "${ACT_NO_QLORA:-0}" = 1 ] || extras="$extras,qlora"
+"$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python" "${links[@]}" \
+  -c constraints.txt -e ".[$extras]"
 rm -f "$VENV"/.installed-*
 touch "$stamp"

@@ -22,16 +22,25 @@ def test_help_imports_nothing_heavy():
     assert time.time() - t0 < 3.0  # interpreter start included; ~0.1 s on its own
 
 
-@pytest.mark.parametrize("argv, verb", [
-    (["run", "--targets", "pairs", "--force"], "run"),
-    (["ablate", "--seeds", "0", "1", "--methods", "act", "sft"], "ablate"),
-    (["ui", "--prefect-port", "4300"], "ui"),
-    (["serve", "--cron", "*/30 * * * *"], "serve"),
-    (["show"], "show"),
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--targets", "pairs", "--force"], {"verb": "run", "targets": ["pairs"], "force": True,
+                                                "params": "params.yaml"}),
+    (["ablate", "--seeds", "0", "1", "--methods", "act", "sft", "-S", "train.beta=0.2"],
+     {"verb": "ablate", "seeds": [0, 1], "methods": ["act", "sft"], "set": ["train.beta=0.2"], "rerun": False,
+      "metrics_file": "metrics/evaluate.json"}),
+    (["ui", "--prefect-port", "4300"], {"verb": "ui", "prefect_port": 4300, "mlflow_port": 5000, "host": "127.0.0.1"}),
+    (["serve", "--cron", "*/30 * * * *"], {"verb": "serve", "cron": "*/30 * * * *", "targets": None}),
+    (["-C", "/tmp/p", "show", "--all"], {"verb": "show", "root": "/tmp/p", "all": True}),
 ])
-def test_verbs_parse(argv, verb):
-    args = _parser().parse_args(argv)
-    assert args.verb == verb
+def test_verbs_parse(argv, expected):
+    args = vars(_parser().parse_args(argv))
+    assert {k: args[k] for k in expected} == expected
+
+
+def test_ablate_defaults_to_every_method():
+    from flows.ablations import METHODS
+
+    assert _parser().parse_args(["ablate"]).methods == list(METHODS)
 
 
 def test_unknown_method_is_refused(capsys):

@@ -84,14 +84,6 @@ def project(tmp_path, monkeypatch) -> Path:
     return p
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
 def test_dag_order_and_targets(project):
     from flows.pipeline import dag
 
@@ -117,7 +109,7 @@ def test_http_roles_get_retries(project):
 
 
 @pytest.mark.slow
-def test_pipeline_flow_runs_every_stage_and_tracks_it(project, harness):
+def test_pipeline_flow_runs_every_stage_and_tracks_it(project, prefect_harness):
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -179,7 +171,7 @@ def test_pipeline_flow_runs_every_stage_and_tracks_it(project, harness):
 
 
 @pytest.mark.slow
-def test_failing_stage_fails_the_flow_and_marks_the_parent(project, harness):
+def test_failing_stage_fails_the_flow_and_marks_the_parent(project, prefect_harness):
     from mlflow.tracking import MlflowClient
 
     from flows.pipeline import pipeline
@@ -195,7 +187,7 @@ def test_failing_stage_fails_the_flow_and_marks_the_parent(project, harness):
 
 
 @pytest.mark.slow
-def test_ablation_flow_compares_methods_over_seeds_and_resumes(project, harness):
+def test_ablation_flow_compares_methods_over_seeds_and_resumes(project, prefect_harness):
     from mlflow.tracking import MlflowClient
 
     from flows.ablations import ablations

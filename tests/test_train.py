@@ -8,6 +8,7 @@ the base model for a fresh adapter); user turns can be masked out of the loss; 4
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -260,6 +261,8 @@ def test_mask_user_turns_reaches_completion_mask(tiny, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
+                    reason="nf4 needs bitsandbytes: pip install -e '.[qlora]'")
 def test_qlora_nf4_runs_on_cpu(tiny, tmp_path, monkeypatch):
     """4-bit nf4 base (bitsandbytes blocks need width >= 64) + SFT adapter, sampled and trained on CPU."""
     from act.model.embedded import build_model
@@ -283,6 +286,8 @@ def test_qlora_nf4_runs_on_cpu(tiny, tmp_path, monkeypatch):
 
 def test_params_sections_are_frozen_dataclasses():
     assert dataclasses.is_dataclass(TrainParams) and TrainParams().sample_every == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainParams().sample_every = 2  # type: ignore[misc]
     with pytest.raises(ValueError):
         TrainParams(sample_every=0)
 
