@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
 from flows.cli import _parser
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_imports_nothing_heavy():
@@ -16,10 +18,8 @@ def test_help_imports_nothing_heavy():
             "from flows.cli import main\n"
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
             "print(sorted(m for m in ('prefect', 'mlflow', 'dvc', 'torch', 'transformers') if m in sys.modules))")
-    t0 = time.time()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-    assert time.time() - t0 < 3.0  # interpreter start included; ~0.1 s on its own
+    assert out.strip() == "[]"  # what it imports, not a wall time: that would flake on a loaded machine
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -72,3 +72,26 @@ def test_show_without_metrics_says_what_to_run(tmp_path, capsys):
 
     assert main(["-C", str(tmp_path), "show"]) == 1
     assert "dvc repro" in capsys.readouterr().err
+
+
+STAGES = sorted(p.stem for p in (ROOT / "stages").glob("*.py") if p.stem not in ("__init__", "common"))
+HEAVY = ("torch", "trl", "transformers", "peft", "datasets", "mlflow", "prefect", "dvc", "bitsandbytes")
+
+
+def test_every_stage_is_covered():
+    assert set(STAGES) >= {"ingest", "annotate", "pairs", "base", "sft", "simulate", "train", "evaluate"}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_help_imports_nothing_heavy(stage):
+    """`python -m stages.<x> --help` answers without importing any heavy library (the stage's
+    work imports them inside run())."""
+    code = ("import sys, contextlib, io\n"
+            f"from stages.{stage} import main\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(buf): main(['--help'])\n"
+            f"assert 'python -m stages.{stage}' in buf.getvalue(), buf.getvalue()\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"stages.{stage} --help imports {out.stdout.strip()}"
