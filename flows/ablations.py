@@ -14,33 +14,15 @@ and `.png` (mean and std per method and metric) and logs them to a summary MLflo
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from prefect import flow, get_run_logger, task
 
-
-@dataclass(frozen=True)
-class Method:
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """`dvc exp run -S` switches that make this method from the default pipeline."""
-    policy: str = "act"
-    """Whose figures to read from the metrics file (evaluate reports base / sft / act)."""
-
-
-METHODS: dict[str, Method] = {
-    "sft": Method(policy="sft"),
-    "dpo_offpolicy": Method({"train.on_policy": False}),
-    "act": Method(),
-    "act_random_actions": Method({"pairs.random_actions": True}),
-    "act_no_simulation": Method({"train.simulate_trajectories": False}),
-    "act_from_base": Method({"train.init": "base"}),
-}
+from flows.methods import METHODS, Method  # noqa: F401  (Method: the type of METHODS' values)
 
 
 def _yaml_value(v: Any) -> str:
@@ -148,22 +130,25 @@ def policy_figures(metrics: dict[str, Any], metrics_file: str, policy: str) -> d
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """rows: (method, seed, metric, value) -> (method, metric, mean, std, n)."""
+    from act.metrics.summary import mean_std
+
     groups: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["metric"]), []).append(r["value"])
-    return [{"method": m, "metric": k, "mean": statistics.fmean(v),
-             "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-            for (m, k), v in groups.items()]
-
-
-HEADLINE = ("action.macro_f1", "action.accuracy", "action.clarify_f1", "turn.answer_score",
-            "trajectory.score", "trajectory.post_clarify_score", "trajectory.success_rate")
-"""Metrics the table and plot show when the file has them (the CSV and MLflow hold every metric)."""
+    out = []
+    for (m, k), v in groups.items():
+        mean, std = mean_std(v)
+        out.append({"method": m, "metric": k, "mean": mean, "std": std, "n": len(v)})
+    return out
 
 
 def headline(table: list[dict[str, Any]]) -> list[str]:
+    """The headline metrics (`act.metrics.summary.HEADLINE`) the table has, else all of them
+    (the CSV and MLflow always hold every metric)."""
+    from act.metrics.summary import HEADLINE_KEYS
+
     metrics = list(dict.fromkeys(r["metric"] for r in table))
-    shown = [m for m in HEADLINE if m in metrics]
+    shown = [m for m in HEADLINE_KEYS if m in metrics]
     return shown or metrics
 
 
@@ -182,12 +167,8 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     import csv
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from act.io import atomic_file
+    from act.report import pyplot, save_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv_path, png = out_dir / "ablations.md", out_dir / "ablations.csv", out_dir / "ablations.png"
@@ -200,6 +181,7 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     with atomic_file(csv_path) as fh:
         fh.write(buf.getvalue())
     metrics = headline(table)[:8]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(min(12, max(6, 0.25 * len(metrics) * max(1, len(methods)))), 4.5))
     width = 0.8 / max(1, len(methods))
     by = {(r["method"], r["metric"]): r for r in table}
@@ -211,8 +193,7 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     ax.legend(fontsize=8)
     ax.set_title("ACT ablations (mean ± std over seeds)")
     fig.tight_layout()
-    with atomic_file(png, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
+    save_png(fig, png)
     plt.close(fig)
     return [md, csv_path, png]
 

@@ -99,8 +99,9 @@ def dag(root: str | Path = ".", targets: Sequence[str] | None = None) -> list[Da
 
 def calls_external_api(stage: DagStage, params: Any) -> bool:
     """True when the stage uses a model role whose backend is an HTTP API (worth retrying)."""
+    from act.roles import ROLE_NAMES as names
+
     roles = params.roles
-    names = ("classifier", "simulator", "rejecter", "annotator")
     for key in stage.params:
         if key == "roles":
             if any(getattr(roles, n).backend == "http" for n in names):
