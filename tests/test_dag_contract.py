@@ -181,6 +181,16 @@ def test_no_stage_imports_another():
         assert not others, f"{path.relative_to(ROOT)} imports {sorted(others)}"
 
 
+def test_import_direction_act_stages_flows():
+    """act <- stages <- flows: act imports neither; flows reach stages only as `python -m` commands."""
+    for path in sorted((ROOT / "act").rglob("*.py")):
+        bad = {m for m in imported_modules(path) if m.split(".")[0] in ("stages", "flows")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+    for path in sorted((ROOT / "flows").glob("*.py")):
+        bad = {m for m in imported_modules(path) if m.split(".")[0] == "stages"}
+        assert not bad, f"{path.relative_to(ROOT)} imports stage internals {sorted(bad)}"
+
+
 def test_the_import_walk_sees_lazy_and_package_imports(tmp_path):
     """The walk itself: a lazy import inside a function, `from pkg import submodule`, a parent
     package's __init__ and a TYPE_CHECKING-only import (not followed)."""
