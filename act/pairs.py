@@ -11,7 +11,8 @@ plus the record fields Phase 2 needs to rebuild the `TurnRecord`:
     id, dataset, conversation_id, split, context, messages, gold_response, branches,
     meta (JSON text), action_source
 
-`pair_to_record(row)` gives the record back; `validate_pair(row, file, index)` checks a row.
+`pair_to_record(row)` gives the record back; `validate_pair(row, file, index)` checks a row;
+`load_pairs(path)` reads a pair DatasetDict and checks every row.
 """
 
 from __future__ import annotations
@@ -169,6 +170,22 @@ def validate_pair(row: Any, file: str = "<memory>", index: int | None = None) ->
     if [m for m in prompt if m["role"] != "system"] != record.messages:
         raise RecordError(file, rid, "prompt", "does not match the record's messages")
     return record
+
+
+def load_pairs(path, split: str = "train", *, relabelled: bool = False) -> tuple[list[dict[str, Any]], list[TurnRecord]]:
+    """(pair rows, their records) from a pair DatasetDict; a malformed pair names file/record/field.
+
+    `relabelled`: pairs written by the simulate stage, where both sides may take the same action
+    (a failed answer loses to the gold answer), so only the record part is checked."""
+    from act.io import load_dataset_dict
+
+    dd = load_dataset_dict(path)
+    if split not in dd:
+        raise FileNotFoundError(f"{path}: no '{split}' split (found {sorted(dd)})")
+    rows = [dict(r) for r in dd[split]]
+    check = pair_to_record if relabelled else validate_pair
+    records = [check(r, file=f"{path}/{split}", index=i) for i, r in enumerate(rows)]
+    return rows, records
 
 
 def render_sample(rows: Sequence[dict], n: int, *, seed: int = 0, title: str = "Preference pairs") -> str:

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from act.actions import Action
+from act.datasets import DATASETS  # noqa: F401  (the known names, re-exported)
 from act.errors import RecordError
 
 ROLES = ("system", "user", "assistant")
-DATASETS = ("pacific", "abg_coqa", "ambigsql", "custom")
 SPLITS = ("train", "eval", "unlabeled")
 
 

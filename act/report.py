@@ -18,24 +18,16 @@ from typing import Any, Sequence
 
 from act.actions import ACTIONS
 from act.io import atomic_file
+from act.metrics.summary import HEADLINE
 
 CONFUSION_PNG = "confusion.png"
 METRICS_PNG = "metrics.png"
 MARGINS_PNG = "reward_margins.png"
 
-HEADLINE = (
-    ("action", "macro_f1", "Action Macro F1"),
-    ("action", "accuracy", "Action accuracy"),
-    ("turn", "answer_score", "Turn task score"),
-    ("turn", "token_f1", "Turn token F1"),
-    ("trajectory", "score", "Trajectory score"),
-    ("trajectory", "post_clarify_score", "Post-clarify score"),
-    ("trajectory", "success_rate", "Trajectory success"),
-)
-"""(level, metric, label) shown in the bar chart and first in the table."""
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,7 +36,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write `fig` as a PNG atomically (no half-written plot survives a crash)."""
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
     return path
@@ -52,7 +45,7 @@ def _save(fig, path: Path) -> Path:
 
 def plot_confusion(rows: Sequence[dict], policies: Sequence[str], path: Path) -> Path:
     """One gold x predicted action matrix per policy (counts, and share of the gold row)."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = [a.value for a in ACTIONS]
     fig, axes = plt.subplots(1, len(policies), figsize=(3.6 * len(policies), 3.4), squeeze=False)
     for ax, policy in zip(axes[0], policies):
@@ -71,14 +64,14 @@ def plot_confusion(rows: Sequence[dict], policies: Sequence[str], path: Path) ->
         ax.set_title(f"{policy} (n={len(own)})")
     fig.suptitle("Action confusion (first response)")
     fig.tight_layout()
-    path = _save(fig, path)
+    path = save_png(fig, path)
     plt.close(fig)
     return path
 
 
 def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
     """Headline metrics, one bar per policy, with seed std as error bars when present."""
-    plt = _pyplot()
+    plt = pyplot()
     policies = list(metrics)
     shown = [(lvl, m, lab) for lvl, m, lab in HEADLINE if any(m in metrics[p].get(lvl, {}) for p in policies)]
     width = 0.8 / max(1, len(policies))
@@ -95,7 +88,7 @@ def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
     ax.legend(title="policy", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Evaluation by level and policy")
     fig.tight_layout()
-    path = _save(fig, path)
+    path = save_png(fig, path)
     plt.close(fig)
     return path
 
@@ -106,7 +99,7 @@ def plot_reward_margins(log: Sequence[dict], path: Path) -> Path | None:
               if isinstance(e, dict) and "step" in e and ("rewards/margins" in e or "rewards/accuracies" in e)]
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
     margins = [(s, m) for s, m, _ in points if m is not None]
     if margins:
@@ -123,7 +116,7 @@ def plot_reward_margins(log: Sequence[dict], path: Path) -> Path | None:
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("DPO reward margin during ACT training")
     fig.tight_layout()
-    path = _save(fig, path)
+    path = save_png(fig, path)
     plt.close(fig)
     return path
 

@@ -158,12 +158,13 @@ class RelabelDecision:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def relabel(pair: dict[str, Any], trajectory: Trajectory, tolerance: float, *, simulate: bool = True) -> RelabelDecision:
+def relabel(pair: dict[str, Any], trajectory: Trajectory, *, simulate: bool = True) -> RelabelDecision:
     """ACT's relabelling of one pair from the policy's trajectory on its prompt.
 
     `pair` is a row of the pair dataset (`chosen`, `rejected`, `chosen_action`, `rejected_action`,
-    `gold_action`). With `simulate=False` only the first sampled turn is used and judged by its
-    action alone (the "w/o trajectory simulation" ablation)."""
+    `gold_action`). Success is the trajectory's own (`rollout` decided it: score >= tolerance).
+    With `simulate=False` only the first sampled turn is used and judged by its action alone
+    (the "w/o trajectory simulation" ablation)."""
     gold = Action.parse(pair["gold_action"])
     sampled = Action.parse(trajectory.first_action)
     first_turn = [{"role": "assistant", "content": trajectory.first_response}]

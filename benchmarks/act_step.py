@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     from act.roles import build_role
     from act.training.act_trainer import OnPolicySampler
     from act.training.dpo import train_dpo
-    from stages.simulate import load_pairs
+    from act.pairs import load_pairs
 
     params = load_params(args.params)
     sim = params.simulate

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DATASETS = ("pacific", "abg_coqa", "ambigsql")
+from act.datasets import BENCHMARKS as DATASETS  # noqa: E402  (after the sys.path line)
 
 
 def measure(classifier, annotate_dir: Path, datasets=DATASETS) -> list[dict]:

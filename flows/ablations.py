@@ -14,33 +14,15 @@ and `.png` (mean and std per method and metric) and logs them to a summary MLflo
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from prefect import flow, get_run_logger, task
 
-
-@dataclass(frozen=True)
-class Method:
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """`dvc exp run -S` switches that make this method from the default pipeline."""
-    policy: str = "act"
-    """Whose figures to read from the metrics file (evaluate reports base / sft / act)."""
-
-
-METHODS: dict[str, Method] = {
-    "sft": Method(policy="sft"),
-    "dpo_offpolicy": Method({"train.on_policy": False}),
-    "act": Method(),
-    "act_random_actions": Method({"pairs.random_actions": True}),
-    "act_no_simulation": Method({"train.simulate_trajectories": False}),
-    "act_from_base": Method({"train.init": "base"}),
-}
+from flows.methods import METHODS, Method  # noqa: F401  (Method: the type of METHODS' values)
 
 
 def _yaml_value(v: Any) -> str:
@@ -50,7 +32,7 @@ def _yaml_value(v: Any) -> str:
 def _yaml_keys(path: Path) -> set[str]:
     import yaml
 
-    from stages.common import flatten
+    from act.tracking import flatten
 
     keys = set()
     for dotted in flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {}):
@@ -142,7 +124,7 @@ def run_experiment(name: str, root: str, overrides: dict[str, Any], env: dict[st
 def policy_figures(metrics: dict[str, Any], metrics_file: str, policy: str) -> dict[str, float]:
     """The numbers of one policy in a metrics file: its subtree when the file is keyed by policy
     (evaluate writes {"base": {...}, "sft": {...}, "act": {...}}), else every number in it."""
-    from stages.common import flatten
+    from act.tracking import flatten
 
     data = metrics.get(metrics_file, metrics)
     for key in (policy, "policies"):
@@ -154,22 +136,25 @@ def policy_figures(metrics: dict[str, Any], metrics_file: str, policy: str) -> d
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """rows: (method, seed, metric, value) -> (method, metric, mean, std, n)."""
+    from act.metrics.summary import mean_std
+
     groups: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["metric"]), []).append(r["value"])
-    return [{"method": m, "metric": k, "mean": statistics.fmean(v),
-             "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-            for (m, k), v in groups.items()]
-
-
-HEADLINE = ("action.macro_f1", "action.accuracy", "action.clarify_f1", "turn.answer_score",
-            "trajectory.score", "trajectory.post_clarify_score", "trajectory.success_rate")
-"""Metrics the table and plot show when the file has them (the CSV and MLflow hold every metric)."""
+    out = []
+    for (m, k), v in groups.items():
+        mean, std = mean_std(v)
+        out.append({"method": m, "metric": k, "mean": mean, "std": std, "n": len(v)})
+    return out
 
 
 def headline(table: list[dict[str, Any]]) -> list[str]:
+    """The headline metrics (`act.metrics.summary.HEADLINE`) the table has, else all of them
+    (the CSV and MLflow always hold every metric)."""
+    from act.metrics.summary import HEADLINE_KEYS
+
     metrics = list(dict.fromkeys(r["metric"] for r in table))
-    shown = [m for m in HEADLINE if m in metrics]
+    shown = [m for m in HEADLINE_KEYS if m in metrics]
     return shown or metrics
 
 
@@ -188,12 +173,8 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     import csv
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from act.io import atomic_file
+    from act.report import pyplot, save_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv_path, png = out_dir / "ablations.md", out_dir / "ablations.csv", out_dir / "ablations.png"
@@ -206,6 +187,7 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     with atomic_file(csv_path) as fh:
         fh.write(buf.getvalue())
     metrics = headline(table)[:8]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(min(12, max(6, 0.25 * len(metrics) * max(1, len(methods)))), 4.5))
     width = 0.8 / max(1, len(methods))
     by = {(r["method"], r["metric"]): r for r in table}
@@ -217,8 +199,7 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     ax.legend(fontsize=8)
     ax.set_title("ACT ablations (mean ± std over seeds)")
     fig.tight_layout()
-    with atomic_file(png, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
+    save_png(fig, png)
     plt.close(fig)
     return [md, csv_path, png]
 
@@ -230,8 +211,7 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from act.params import load_params
-    from flows.pipeline import _absolute_uri
-    from stages.common import MlflowRun, experiment_id, git_commit, tracking_enabled
+    from act.tracking import parent_run, tracking_uri
 
     t0 = time.time()
     root_path = Path(root).resolve()
@@ -239,17 +219,7 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     methods = list(methods)
     check_switches(root_path, methods, extra)
     params = load_params(root_path / "params.yaml")
-    uri = _absolute_uri(root_path)
-
-    summary = client = None
-    if tracking_enabled(params):
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        exp_id = experiment_id(client, params.tracking.experiment, uri)
-        summary = client.create_run(exp_id, run_name="ablations", tags={
-            "act.stage": "ablations", "git.commit": git_commit(root_path),
-            "act.methods": ",".join(methods), "act.seeds": ",".join(map(str, seeds))}).info.run_id
+    uri = tracking_uri(root_path)
 
     baseline = head_commit(root_path)
     # one experiment per distinct (switches, seed); methods sharing switches share it
@@ -263,40 +233,37 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
 
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
-    status = "FAILED"
-    try:
-        for name, entry in plan.items():
-            env = {"MLFLOW_TRACKING_URI": uri, "ACT_METHOD": "+".join(entry["methods"]),
-                   "ACT_SEED": str(entry["seed"])}
-            if summary:
-                env["ACT_PARENT_RUN_ID"] = summary
-            else:
-                env["ACT_TRACKING"] = "off"
-            res = run_experiment.with_options(name=name)(name, str(root_path), entry["overrides"], env, rerun,
-                                                          metrics_file, baseline)
-            runs.append({k: res[k] for k in ("name", "state", "seconds")})
-            for m in entry["methods"]:
-                for metric, value in policy_figures(res["metrics"], metrics_file, METHODS[m].policy).items():
-                    rows.append({"method": m, "seed": entry["seed"], "metric": metric, "value": value})
-        status = "FINISHED"
-    finally:
-        table = summarize(rows)
-        seconds = time.time() - t0
-        markdown = to_markdown(table, methods, seconds)
-        files = write_reports(root_path / out_dir, table, markdown, methods) if table else []
-        if summary and client is not None:
-            run = MlflowRun(client, summary, uri)
-            run.log_params({"methods": ",".join(methods), "seeds": ",".join(map(str, seeds)),
-                            "metrics_file": metrics_file})
-            run.log_metrics({f"{r['method']}.{r['metric']}.{s}": r[s] for r in table for s in ("mean", "std")})
-            run.log_dict({"experiments": runs, "rows": rows}, "ablations.json")
+    tags = {"act.methods": ",".join(methods), "act.seeds": ",".join(map(str, seeds))}
+    with parent_run(params, "ablations", root=root_path, tags=tags) as summary:
+        try:
+            for name, entry in plan.items():
+                env = {"MLFLOW_TRACKING_URI": uri, "ACT_METHOD": "+".join(entry["methods"]),
+                       "ACT_SEED": str(entry["seed"])}
+                if summary.run_id:
+                    env["ACT_PARENT_RUN_ID"] = summary.run_id
+                else:
+                    env["ACT_TRACKING"] = "off"
+                res = run_experiment.with_options(name=name)(name, str(root_path), entry["overrides"], env, rerun,
+                                                              metrics_file, baseline)
+                runs.append({k: res[k] for k in ("name", "state", "seconds")})
+                for m in entry["methods"]:
+                    for metric, value in policy_figures(res["metrics"], metrics_file, METHODS[m].policy).items():
+                        rows.append({"method": m, "seed": entry["seed"], "metric": metric, "value": value})
+        finally:
+            table = summarize(rows)
+            seconds = time.time() - t0
+            markdown = to_markdown(table, methods, seconds)
+            files = write_reports(root_path / out_dir, table, markdown, methods) if table else []
+            summary.log_params({"methods": ",".join(methods), "seeds": ",".join(map(str, seeds)),
+                                "metrics_file": metrics_file})
+            summary.log_metrics({f"{r['method']}.{r['metric']}.{s}": r[s] for r in table for s in ("mean", "std")})
+            summary.log_dict({"experiments": runs, "rows": rows}, "ablations.json")
             for f in files:
-                run.log_artifact(f)
-            client.set_terminated(summary, status)
+                summary.log_artifact(f)
     create_markdown_artifact(key="act-ablations", markdown="# ACT ablations\n\n" + markdown,
                              description="Mean and std per method and metric")
     if table:
         create_table_artifact(key="act-ablations-table", table=[{**r, "mean": round(r["mean"], 4), "std": round(r["std"], 4)}
                                                                 for r in table])
-    return {"table": table, "markdown": markdown, "experiments": runs, "summary_run_id": summary,
+    return {"table": table, "markdown": markdown, "experiments": runs, "summary_run_id": summary.run_id,
             "seconds": round(seconds, 1)}

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Sequence
 
-METHOD_NAMES = ("sft", "dpo_offpolicy", "act", "act_random_actions", "act_no_simulation", "act_from_base")
+from flows.methods import METHODS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("ablate", help="baselines and ablations over seeds, as DVC experiments")
     a.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    a.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
+    a.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     a.add_argument("--metrics-file", default="metrics/evaluate.json",
                    help="metrics JSON compared across methods (default: metrics/evaluate.json)")
     a.add_argument("--out", default="reports", help="folder for ablations.md/.csv/.png (default: reports)")
@@ -57,27 +57,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-HEADLINE = (  # (level, metric, column title) shown by `act show`
-    ("action", "macro_f1", "Action Macro F1"),
-    ("action", "accuracy", "Action acc."),
-    ("action", "clarify_f1", "Clarify F1"),
-    ("turn", "answer_score", "Turn score"),
-    ("trajectory", "score", "Trajectory score"),
-    ("trajectory", "post_clarify_score", "Post-clarify score"),
-    ("trajectory", "success_rate", "Success rate"),
-    ("trajectory", "n", "n"),
-)
-
-
 def headline_table(metrics: dict) -> str:
-    """`metrics/evaluate.json` ({policy: {level: {metric: value}}}) as a Markdown table."""
-    rows = ["| Policy | " + " | ".join(title for _, _, title in HEADLINE) + " |",
-            "|---|" + "---:|" * len(HEADLINE)]
+    """`metrics/evaluate.json` ({policy: {level: {metric: value}}}) as a Markdown table of the
+    headline metrics (`act.metrics.summary.HEADLINE`) and the number of eval turns."""
+    from act.metrics.summary import HEADLINE
+
+    columns = [*HEADLINE, ("trajectory", "n", "n")]
+    rows = ["| Policy | " + " | ".join(title for _, _, title in columns) + " |",
+            "|---|" + "---:|" * len(columns)]
     for policy, levels in metrics.items():
         if not isinstance(levels, dict):
             continue
         cells = []
-        for level, key, _ in HEADLINE:
+        for level, key, _ in columns:
             value = levels.get(level, {}).get(key)
             std = levels.get(level, {}).get(f"{key}_std")
             if value is None:

@@ -22,8 +22,6 @@ from typing import Any, Sequence
 
 from prefect import flow, get_run_logger, task
 
-DATASETS = ("pacific", "abg_coqa", "ambigsql")
-
 
 @dataclass(frozen=True)
 class DagStage:
@@ -101,8 +99,9 @@ def dag(root: str | Path = ".", targets: Sequence[str] | None = None) -> list[Da
 
 def calls_external_api(stage: DagStage, params: Any) -> bool:
     """True when the stage uses a model role whose backend is an HTTP API (worth retrying)."""
+    from act.roles import ROLE_NAMES as names
+
     roles = params.roles
-    names = ("classifier", "simulator", "rejecter", "annotator")
     for key in stage.params:
         if key == "roles":
             if any(getattr(roles, n).backend == "http" for n in names):
@@ -167,7 +166,7 @@ def read_metrics(root: str | Path, stages: Sequence[DagStage]) -> dict[str, Any]
 
 def headline(metrics: dict[str, Any], limit: int = 12) -> list[dict[str, Any]]:
     """Rows (stage, metric, value) of the top-level numbers each stage reported."""
-    from stages.common import flatten
+    from act.tracking import flatten
 
     rows = []
     for stage, m in metrics.items():
@@ -189,26 +188,6 @@ def _markdown(results: list[dict[str, Any]], rows: list[dict[str, Any]], parent:
     return "\n".join(lines) + "\n"
 
 
-def _tag_outputs(client, parent_id: str, experiment_id: str, root: Path, stage: str) -> None:
-    """After DVC wrote dvc.lock, tie the stage's MLflow run to the output hashes it produced."""
-    import yaml
-
-    from stages.common import mlflow_key
-
-    lock_path = root / "dvc.lock"
-    if not lock_path.exists():
-        return
-    entry = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {}).get(stage)
-    if not entry:
-        return
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.mlflow.parentRunId = '{parent_id}' and tags.`act.dvc_stage` = '{stage}'"))
-    for run in runs[:1]:
-        for out in entry.get("outs", []):
-            if "md5" in out:
-                client.set_tag(run.info.run_id, mlflow_key(f"dvc.out.{out['path']}"), out["md5"])
-
-
 @flow(name="act-pipeline", log_prints=True)
 def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[str] | None = None,
              force: bool = False, method: str | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -217,7 +196,7 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from act.params import load_params
-    from stages.common import experiment_id, flatten, git_commit, tracking_enabled
+    from act.tracking import flatten, parent_run, tracking_uri
 
     logger = get_run_logger()
     root_path = Path(root).resolve()
@@ -225,72 +204,44 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     stages = dag(root_path, targets)
     logger.info("DAG: %s", " -> ".join(s.name for s in stages))
 
-    env = {"MLFLOW_TRACKING_URI": _absolute_uri(root_path),
+    env = {"MLFLOW_TRACKING_URI": tracking_uri(root_path),
            "ACT_METHOD": method or os.environ.get("ACT_METHOD") or "act",
            "ACT_SEED": str(params.seed if seed is None else seed)}
-    client = parent_id = exp_id = None
-    if tracking_enabled(params):
-        from mlflow.tracking import MlflowClient
-
-        os.environ.setdefault("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
-        client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-        exp_id = experiment_id(client, params.tracking.experiment, env["MLFLOW_TRACKING_URI"])
-        tags = {"act.stage": "pipeline", "act.method": env["ACT_METHOD"], "act.seed": env["ACT_SEED"],
-                "act.dataset": params.dataset, "git.commit": git_commit(root_path)}
-        if os.environ.get("ACT_PARENT_RUN_ID"):  # an ablation sweep above this run
-            tags["mlflow.parentRunId"] = os.environ["ACT_PARENT_RUN_ID"]
-        try:
-            from prefect.runtime import flow_run
-
-            tags["prefect.flow_run_id"] = str(flow_run.id)
-        except Exception:
-            pass
-        parent_id = client.create_run(exp_id, run_name="pipeline", tags=tags).info.run_id
-        env["ACT_PARENT_RUN_ID"] = parent_id
-    else:
-        env["ACT_TRACKING"] = "off"
-
-    results: list[dict[str, Any]] = []
-    status = "FAILED"
+    tags = {"act.method": env["ACT_METHOD"], "act.seed": env["ACT_SEED"], "act.dataset": params.dataset}
     try:
-        for st in stages:
-            options: dict[str, Any] = {"name": st.name}
-            if calls_external_api(st, params):
-                options.update(retries=params.tracking.retries,
-                               retry_delay_seconds=params.tracking.retry_delay_s,
-                               timeout_seconds=params.tracking.timeout_s)
-            results.append(repro_stage.with_options(**options)(st.name, str(root_path), env, force))
-            if client is not None and results[-1]["state"] == "ran":
-                _tag_outputs(client, parent_id, exp_id, root_path, st.name)
-        status = "FINISHED"
-    finally:
-        metrics = read_metrics(root_path, stages)
-        if client is not None:
-            from stages.common import MlflowRun
+        from prefect.runtime import flow_run
 
-            parent = MlflowRun(client, parent_id, env["MLFLOW_TRACKING_URI"])
+        tags["prefect.flow_run_id"] = str(flow_run.id)
+    except Exception:
+        pass
+    results: list[dict[str, Any]] = []
+    with parent_run(params, "pipeline", root=root_path, tags=tags) as parent:
+        if parent.run_id:
+            env["ACT_PARENT_RUN_ID"] = parent.run_id
+        else:
+            env["ACT_TRACKING"] = "off"
+        try:
+            for st in stages:
+                options: dict[str, Any] = {"name": st.name}
+                if calls_external_api(st, params):
+                    options.update(retries=params.tracking.retries,
+                                   retry_delay_seconds=params.tracking.retry_delay_s,
+                                   timeout_seconds=params.tracking.timeout_s)
+                results.append(repro_stage.with_options(**options)(st.name, str(root_path), env, force))
+                if parent.run_id and results[-1]["state"] == "ran":
+                    parent.tag_from_lock(root_path / "dvc.lock", st.name)
+        finally:
+            metrics = read_metrics(root_path, stages)
             parent.log_params({"seed": params.seed, "dataset": params.dataset,
                                "targets": ",".join(targets or []) or "all"})
             parent.log_metrics({**metrics, "seconds": {r["stage"]: r["seconds"] for r in results}})
             parent.log_dict({"stages": results, "metrics": metrics}, "pipeline.json")
-            client.set_terminated(parent_id, status)
     rows = headline(metrics)
-    create_markdown_artifact(key="act-pipeline", markdown=_markdown(results, rows, parent_id),
+    create_markdown_artifact(key="act-pipeline", markdown=_markdown(results, rows, parent.run_id),
                              description="ACT pipeline: stage states, timings, headline metrics")
     if rows:
         create_table_artifact(key="act-pipeline-metrics", table=rows, description="Headline metrics per stage")
-    return {"stages": results, "parent_run_id": parent_id, "metrics": flatten(metrics)}
-
-
-def _absolute_uri(root: Path) -> str:
-    """MLFLOW_TRACKING_URI if set (a relative sqlite path made absolute), else the project's
-    mlflow.db: stages may run in scratch copies (dvc exp --temp) and must share one store."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not uri:
-        return f"sqlite:///{root / 'mlflow.db'}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(root / uri[len('sqlite:///'):]).resolve()}"
-    return uri
+    return {"stages": results, "parent_run_id": parent.run_id, "metrics": flatten(metrics)}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from act.io import load_dataset_dict, save_dataset, write_json
+from act.io import load_dataset_dict, save_dataset
 from act.params import Params
 
 log = logging.getLogger("act.annotate")
@@ -59,13 +59,13 @@ def annotate_records(records: list, annotator, *, source: str, use_gold_labels: 
     return out, gold, pred
 
 
-def run(params: Params, dataset: str, inp: str | Path, out: str | Path, metrics_path: str | Path,
-        *, annotator=None) -> dict[str, Any]:
+def run(params: Params, *, dataset: str, inp: str | Path, out: str | Path, metrics_path: str | Path,
+        annotator=None) -> dict[str, Any]:
     """`annotator` (an ActionClassifier) replaces the configured role, e.g. in tests."""
     from act.metrics.action import action_scores
     from act.records import validate_row
     from act.roles.base import UsageCounter
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
     cfg = params.annotate
     started = time.monotonic()
@@ -106,10 +106,7 @@ def run(params: Params, dataset: str, inp: str | Path, out: str | Path, metrics_
         }
         if all_gold:
             metrics["agreement"] = action_scores(all_gold, all_pred)
-        metrics["seconds"] = round(time.monotonic() - started, 2)
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
+        tracker.finish(metrics, metrics_path, started=started)
     if "agreement" in metrics:
         log.info("annotate %s: annotator vs gold accuracy %.3f, macro F1 %.3f", dataset,
                  metrics["agreement"]["accuracy"], metrics["agreement"]["macro_f1"])
@@ -126,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.dataset, args.inp, args.out, args.metrics)
+    run(load(args), dataset=args.dataset, inp=args.inp, out=args.out, metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

@@ -66,13 +66,13 @@ def provision_pretrained(cfg, out: str | Path) -> dict[str, Any]:
             "fold_system": bool(tok.act_fold_system), **figures}
 
 
-def run(params: Params, data: str | Path, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+def run(params: Params, *, data: str | Path, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
     import json
 
-    from act.io import atomic_dir, load_dataset_dict, write_json
+    from act.io import atomic_dir, load_dataset_dict
     from act.model.loading import POINTER
     from act.records import validate_row
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
     cfg = params.base
     started = time.monotonic()
@@ -103,10 +103,7 @@ def run(params: Params, data: str | Path, out: str | Path, metrics_path: str | P
                 "model": "embedded", "embedded": True, "parameters": sum(p.numel() for p in model.parameters()),
                 "vocab_size": len(tok), "train_records": len(records), "corpus_chats": len(chats), **figures,
             }
-        metrics["seconds"] = round(time.monotonic() - started, 2)
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
+        tracker.finish(metrics, metrics_path, started=started)
     log.info("base: %s", {k: metrics[k] for k in ("model", "seconds") if k in metrics})
     return metrics
 
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.data, args.out, args.metrics)
+    run(load(args), data=args.data, out=args.out, metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

@@ -67,17 +67,17 @@ def load_eval_records(data: str | Path, limit: int = 0) -> list:
     return records
 
 
-def run(params: Params, data: str | Path, base: str | Path, adapters: dict[str, str], databases: str | Path | None,
+def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[str, str], databases: str | Path | None,
         train_log: str | Path | None, out: str | Path, metrics_path: str | Path, plots_dir: str | Path,
-        report: str | Path, *, load_policy: PolicyLoader | None = None) -> dict[str, Any]:
+        report: str | Path, load_policy: PolicyLoader | None = None) -> dict[str, Any]:
     from act import report as report_mod
-    from act.io import atomic_dir, save_dataset, write_json
+    from act.io import atomic_dir, save_dataset
     from act.metrics.embedding import load_similarity
     from act.metrics.levels import evaluate_policy
     from act.metrics.summary import combine_seeds, summarize
     from act.roles import build_role
     from act.roles.base import UsageCounter
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
     ev = params.evaluate
     missing = [p for p in ev.policies if p != "base" and p not in adapters]
@@ -126,10 +126,7 @@ def run(params: Params, data: str | Path, base: str | Path, adapters: dict[str, 
             plots = report_mod.write_plots(metrics, rows, read_train_log(train_log), tmp)
             report_mod.write_html(metrics, rows, plots, report, title=f"ACT evaluation: {dataset}",
                                   dataset=dataset, samples=ev.samples)
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(report, "report")
-        tracker.log_artifact(plots_dir, "plots")
+        tracker.finish(metrics, metrics_path, artifacts=((report, "report"), (plots_dir, "plots")))
         log.info("evaluate: %d policies x %d seeds x %d records in %.1f s (usage %s)", len(ev.policies),
                  len(ev.seeds), len(records), time.monotonic() - started,
                  {k: v.as_dict() for k, v in usage.items()})
@@ -152,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", required=True, help="HTML report file")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.data, args.base, parse_adapters(args.adapter), args.databases, args.train_log,
-        args.out, args.metrics, args.plots, args.report)
+    run(load(args), data=args.data, base=args.base, adapters=parse_adapters(args.adapter), databases=args.databases,
+        train_log=args.train_log, out=args.out, metrics_path=args.metrics, plots_dir=args.plots, report=args.report)
 
 
 if __name__ == "__main__":

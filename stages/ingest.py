@@ -18,24 +18,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from act.io import save_dataset, write_json
+from act.datasets import DATASETS
+from act.io import save_dataset
 from act.params import Params
 
 log = logging.getLogger("act.ingest")
-DATASETS = ("pacific", "abg_coqa", "ambigsql", "custom")
 
 
-def load_grouped(params: Params, dataset: str, raw: str | Path, bad, stats: dict[str, Any]) -> list:
-    """(split group, record) pairs from the dataset's loader."""
-    from act.data import abg_coqa, ambigsql, custom, pacific
+def _load_files(module: str):
+    """The loader of a dataset read from its files: `act.data.<module>.load`."""
+    def load(params: Params, raw: str | Path, bad, stats: dict[str, Any]) -> list:
+        from act.data import abg_coqa, custom, pacific
+
+        loader = {"pacific": pacific, "abg_coqa": abg_coqa, "custom": custom}[module].load
+        return loader(raw, bad=bad, max_context_chars=params.ingest.max_context_chars)
+    return load
+
+
+def _build_ambigsql(params: Params, raw: str | Path, bad, stats: dict[str, Any]) -> list:
+    """AmbigSQL is built from Spider: under-specified questions made from clear ones."""
+    from act.data import ambigsql
 
     chars = params.ingest.max_context_chars
-    if dataset == "pacific":
-        return pacific.load(raw, bad=bad, max_context_chars=chars)
-    if dataset == "abg_coqa":
-        return abg_coqa.load(raw, bad=bad, max_context_chars=chars)
-    if dataset == "custom":
-        return custom.load(raw, bad=bad, max_context_chars=chars)
     cfg = params.ingest.ambigsql
     build_stats = ambigsql.BuildStats()
     grouped = ambigsql.build(
@@ -46,6 +50,17 @@ def load_grouped(params: Params, dataset: str, raw: str | Path, bad, stats: dict
                  alternatives_dropped=build_stats.alternatives_dropped,
                  perturbation_not_applicable=build_stats.not_applicable)
     return grouped
+
+
+LOADERS = {"pacific": _load_files("pacific"), "abg_coqa": _load_files("abg_coqa"),
+           "custom": _load_files("custom"), "ambigsql": _build_ambigsql}
+"""(params, raw, bad-record policy, stats to fill) -> [(split group, record)], per dataset of
+`act.datasets.REGISTRY` (a test holds the two to the same names)."""
+
+
+def load_grouped(params: Params, dataset: str, raw: str | Path, bad, stats: dict[str, Any]) -> list:
+    """(split group, record) pairs from the dataset's loader."""
+    return LOADERS[dataset](params, raw, bad, stats)
 
 
 def count(splits: dict[str, list], grouped: list) -> dict[str, Any]:
@@ -68,13 +83,14 @@ def count(splits: dict[str, list], grouped: list) -> dict[str, Any]:
     return out
 
 
-def run(params: Params, dataset: str, raw: str | Path | None, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+def run(params: Params, *, dataset: str, raw: str | Path | None, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
     from act.data.bad_records import BadRecords
     from act.data.splits import split_records
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
-    if dataset not in DATASETS:
-        raise ValueError(f"--dataset: unknown dataset {dataset!r}; expected one of {DATASETS}")
+    from act.datasets import check
+
+    check(dataset, what="--dataset")
     cfg = getattr(params.ingest, dataset)
     if raw is None:
         if dataset != "custom" or not params.ingest.custom.path:
@@ -100,11 +116,8 @@ def run(params: Params, dataset: str, raw: str | Path | None, out: str | Path, m
             "skipped_by_field": dict(bad.by_field),
             "splits": count(splits, grouped),
             **stats,
-            "seconds": round(time.monotonic() - started, 2),
         }
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
+        tracker.finish(metrics, metrics_path, started=started)
     log.info("ingest %s: %s", dataset, {k: v["records"] for k, v in metrics["splits"].items()})
     return metrics
 
@@ -119,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.dataset, args.raw, args.out, args.metrics)
+    run(load(args), dataset=args.dataset, raw=args.raw, out=args.out, metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

@@ -46,15 +46,15 @@ def classifier_report(records, pairs, classifier) -> dict[str, Any]:
     return report
 
 
-def run(params: Params, dataset: str, inp: str | Path, out: str | Path, sample: str | Path,
-        metrics_path: str | Path, *, rejecter=None, classifier=None) -> dict[str, Any]:
+def run(params: Params, *, dataset: str, inp: str | Path, out: str | Path, sample: str | Path,
+        metrics_path: str | Path, rejecter=None, classifier=None) -> dict[str, Any]:
     """`rejecter` / `classifier` replace the configured roles (e.g. in tests)."""
-    from act.io import atomic_file, load_dataset_dict, save_dataset, write_json
+    from act.io import atomic_file, load_dataset_dict, save_dataset
     from act.pairs import build_pairs, render_sample, validate_pair
     from act.records import validate_row
     from act.roles import build_role
     from act.roles.base import UsageCounter
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
     cfg = params.pairs
     started = time.monotonic()
@@ -85,11 +85,7 @@ def run(params: Params, dataset: str, inp: str | Path, out: str | Path, sample: 
                            **classifier_report(records, pairs, classifier), "usage": clf_usage.as_dict()},
             "rejecter": {"backend": params.roles.rejecter.backend, "usage": rej_usage.as_dict()},
         }
-        metrics["seconds"] = round(time.monotonic() - started, 2)
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
-        tracker.log_artifact(sample)
+        tracker.finish(metrics, metrics_path, started=started, artifacts=((sample, None),))
     gold = metrics["classifier"].get("gold_turns")
     log.info("pairs %s: %d pairs from %d records (%d unlabeled skipped)%s", dataset, counts["pairs"],
              counts["records"], counts["skipped_unlabeled"],
@@ -108,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.dataset, args.inp, args.out, args.sample, args.metrics)
+    run(load(args), dataset=args.dataset, inp=args.inp, out=args.out, sample=args.sample, metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ from act.params import Params
 log = logging.getLogger("act.sft")
 
 
-def run(params: Params, base: str | Path, data: str | Path, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
-    from act.io import atomic_dir, load_dataset_dict, write_json
+def run(params: Params, *, base: str | Path, data: str | Path, out: str | Path, metrics_path: str | Path) -> dict[str, Any]:
+    from act.io import atomic_dir, load_dataset_dict
     from act.model.loading import ADAPTER_MARKER
     from act.records import validate_row
     from act.training.sft import train_sft
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
     cfg = params.sft
     started = time.monotonic()
@@ -43,12 +43,7 @@ def run(params: Params, base: str | Path, data: str | Path, out: str | Path, met
                 metrics = train_sft(base, records, tmp, cfg, seed=params.seed,
                                     report_to=["mlflow"] if tracker.run_id else "none", work_dir=Path(out).parent)
             (tmp / ADAPTER_MARKER).write_text(json.dumps({"adapter": cfg.enabled, "stage": "sft"}) + "\n")
-        metrics["seconds"] = round(time.monotonic() - started, 2)
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
-        if cfg.enabled:
-            tracker.log_artifact(out, "adapter")
+        tracker.finish(metrics, metrics_path, started=started, artifacts=((out, "adapter"),) if cfg.enabled else ())
     log.info("sft: %s", metrics)
     return metrics
 
@@ -63,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.base, args.data, args.out, args.metrics)
+    run(load(args), base=args.base, data=args.data, out=args.out, metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

@@ -25,39 +25,23 @@ from act.params import Params
 log = logging.getLogger("act.simulate")
 
 
-def load_pairs(path: str | Path, split: str = "train", *, relabelled: bool = False):
-    """(pair rows, their records) from a pair DatasetDict; a malformed pair names file/record/field.
-
-    `relabelled`: pairs written by this stage, where both sides may take the same action (a failed
-    answer loses to the gold answer), so only the record part is checked."""
-    from act.io import load_dataset_dict
-    from act.pairs import pair_to_record, validate_pair
-
-    dd = load_dataset_dict(path)
-    if split not in dd:
-        raise FileNotFoundError(f"{path}: no '{split}' split (found {sorted(dd)})")
-    rows = [dict(r) for r in dd[split]]
-    check = pair_to_record if relabelled else validate_pair
-    records = [check(r, file=f"{path}/{split}", index=i) for i, r in enumerate(rows)]
-    return rows, records
-
-
 def relabelled_row(pair: dict, decision) -> dict[str, Any]:
     return {**pair, "chosen": decision.chosen, "rejected": decision.rejected,
             "chosen_action": decision.chosen_action, "rejected_action": decision.rejected_action,
             "outcome": decision.outcome, "score": decision.score}
 
 
-def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path, databases: str | Path,
-        out: str | Path, metrics_path: str | Path, *, classifier=None, simulator=None) -> dict[str, Any]:
+def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | Path, databases: str | Path,
+        out: str | Path, metrics_path: str | Path, classifier=None, simulator=None) -> dict[str, Any]:
     """`classifier` / `simulator` replace the configured roles (e.g. in tests)."""
-    from act.io import save_dataset, write_json
+    from act.io import save_dataset
     from act.metrics.task import record_scorer
     from act.model.loading import load_policy
+    from act.pairs import load_pairs
     from act.roles import build_role
     from act.roles.base import UsageCounter
     from act.simulate import OUTCOMES, relabel, rollout
-    from stages.common import stage_run
+    from act.tracking import stage_run
 
     cfg = params.simulate
     started = time.monotonic()
@@ -74,7 +58,7 @@ def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path
         trajectories = rollout(records, policy, classifier, simulator, record_scorer(databases),
                                max_clarify_turns=cfg.max_clarify_turns, tolerance=cfg.tolerance)
         rollout_s = time.monotonic() - t0
-        decisions = [relabel(p, t, cfg.tolerance) for p, t in zip(pairs, trajectories)]
+        decisions = [relabel(p, t) for p, t in zip(pairs, trajectories)]
         relabelled = [relabelled_row(p, d) for p, d in zip(pairs, decisions)]
         save_dataset(out, {"train": relabelled, "trajectories": [t.to_row() for t in trajectories]})
         outcomes = Counter(d.outcome for d in decisions)
@@ -92,10 +76,7 @@ def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path
             "rollout_seconds": round(rollout_s, 2),
             "usage": {k: u.as_dict() for k, u in usage.items()},
         }
-        metrics["seconds"] = round(time.monotonic() - started, 2)
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
+        tracker.finish(metrics, metrics_path, started=started)
     log.info("simulate: %d pairs, outcomes %s", len(pairs), dict(outcomes))
     return metrics
 
@@ -112,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.base, args.sft, args.pairs, args.databases, args.out, args.metrics)
+    run(load(args), base=args.base, sft=args.sft, pairs_dir=args.pairs, databases=args.databases, out=args.out,
+        metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

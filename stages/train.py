@@ -29,18 +29,18 @@ from act.params import Params
 log = logging.getLogger("act.train")
 
 
-def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path, simulated: str | Path,
-        databases: str | Path, out: str | Path, log_dir: str | Path, metrics_path: str | Path, *,
+def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | Path, simulated: str | Path,
+        databases: str | Path, out: str | Path, log_dir: str | Path, metrics_path: str | Path,
         classifier=None, simulator=None) -> dict[str, Any]:
     """`classifier` / `simulator` replace the configured roles (e.g. in tests)."""
-    from act.io import atomic_dir, write_json
+    from act.io import atomic_dir
     from act.metrics.task import record_scorer
     from act.model.loading import ADAPTER_MARKER
     from act.roles import build_role
     from act.training.act_trainer import OnPolicySampler
     from act.training.dpo import train_dpo
-    from stages.common import stage_run
-    from stages.simulate import load_pairs
+    from act.tracking import stage_run
+    from act.pairs import load_pairs
 
     cfg, sim = params.train, params.simulate
     started = time.monotonic()
@@ -78,13 +78,9 @@ def run(params: Params, base: str | Path, sft: str | Path, pairs_dir: str | Path
                 with open(tmp / "rounds" / f"step_{r['step']:05d}.jsonl", "w", encoding="utf-8") as fh:
                     for row in r["pairs"]:
                         fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        metrics = {"pair_source": source, "on_policy_sampling": online, "init": cfg.init, **result.metrics,
-                   "seconds": round(time.monotonic() - started, 2)}
-        write_json(metrics_path, metrics)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(metrics_path)
-        tracker.log_artifact(out, "adapter")
-        tracker.log_artifact(Path(log_dir) / "log.jsonl", "train_log")
+        metrics = {"pair_source": source, "on_policy_sampling": online, "init": cfg.init, **result.metrics}
+        tracker.finish(metrics, metrics_path, started=started,
+                       artifacts=((out, "adapter"), (Path(log_dir) / "log.jsonl", "train_log")))
     log.info("train: %d steps, %d sampling rounds, %.1fs", metrics["steps"], metrics["sampling_rounds"], metrics["seconds"])
     return metrics
 
@@ -103,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
-    run(load(args), args.base, args.sft, args.pairs, args.simulated, args.databases, args.out, args.log_dir,
-        args.metrics)
+    run(load(args), base=args.base, sft=args.sft, pairs_dir=args.pairs, simulated=args.simulated,
+        databases=args.databases, out=args.out, log_dir=args.log_dir, metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def _params(**over):
 
 def _ingest(tmp_path, dataset, raw):
     out = tmp_path / "ingest"
-    ingest.run(_params(**{f"ingest.{dataset}.eval_fraction": 0.5}), dataset, raw, out, tmp_path / "mi.json")
+    ingest.run(_params(**{f"ingest.{dataset}.eval_fraction": 0.5}), dataset=dataset, raw=raw, out=out, metrics_path=tmp_path / "mi.json")
     return out
 
 
@@ -49,7 +49,7 @@ def _records(path):
 def test_gold_labels_kept_and_unlabeled_turns_labelled(tmp_path):
     inp = _ingest(tmp_path, "custom", FIX / "custom.jsonl")
     double = QuestionMarkAnnotator()
-    m = annotate.run(_params(), "custom", inp, tmp_path / "out", tmp_path / "m.json", annotator=double)
+    m = annotate.run(_params(), dataset="custom", inp=inp, out=tmp_path / "out", metrics_path=tmp_path / "m.json", annotator=double)
     recs = {r.id: r for r in _records(tmp_path / "out")}
     assert recs["custom/c1/1"].gold_action == "clarify" and recs["custom/c1/1"].action_source == "gold"
     assert recs["custom/c2/1"].gold_action == "answer" and recs["custom/c2/1"].action_source == "annotator:offline"
@@ -59,7 +59,7 @@ def test_gold_labels_kept_and_unlabeled_turns_labelled(tmp_path):
 
 def test_agreement_reports_a_disagreeing_annotator(tmp_path):
     inp = _ingest(tmp_path, "abg_coqa", FIX / "abg_coqa")
-    m = annotate.run(_params(), "abg_coqa", inp, tmp_path / "out", tmp_path / "m.json", annotator=Always(Action.ANSWER))
+    m = annotate.run(_params(), dataset="abg_coqa", inp=inp, out=tmp_path / "out", metrics_path=tmp_path / "m.json", annotator=Always(Action.ANSWER))
     assert m["agreement"]["n"] == 3
     assert abs(m["agreement"]["accuracy"] - 2 / 3) < 1e-9
     assert m["agreement"]["clarify_recall"] == 0.0
@@ -69,7 +69,7 @@ def test_agreement_reports_a_disagreeing_annotator(tmp_path):
 def test_without_gold_labels_every_turn_is_relabelled(tmp_path):
     inp = _ingest(tmp_path, "abg_coqa", FIX / "abg_coqa")
     params = _params(**{"annotate.use_gold_labels": False})
-    annotate.run(params, "abg_coqa", inp, tmp_path / "out", tmp_path / "m.json", annotator=Always(Action.CLARIFY))
+    annotate.run(params, dataset="abg_coqa", inp=inp, out=tmp_path / "out", metrics_path=tmp_path / "m.json", annotator=Always(Action.CLARIFY))
     recs = _records(tmp_path / "out")  # readable: an annotator's CLARIFY needs no recorded reply
     assert {(r.gold_action, r.action_source) for r in recs} == {("clarify", "annotator:offline")}
     assert sum(1 for r in recs if r.branches[0].reply is None) == 2
@@ -77,6 +77,6 @@ def test_without_gold_labels_every_turn_is_relabelled(tmp_path):
 
 def test_pacific_unlabeled_requests_stay_unlabeled_with_the_offline_annotator(tmp_path):
     inp = _ingest(tmp_path, "pacific", FIX / "pacific")
-    m = annotate.run(_params(), "pacific", inp, tmp_path / "out", tmp_path / "m.json")
+    m = annotate.run(_params(), dataset="pacific", inp=inp, out=tmp_path / "out", metrics_path=tmp_path / "m.json")
     assert m["splits"]["unlabeled"]["action_source"] == {"none": 1}
     assert m["agreement"]["n"] == 5 and m["agreement"]["macro_f1"] == 1.0

@@ -88,9 +88,9 @@ def _params(tmp_path, **evaluate):
 
 def _run(ws, params, train_log=True):
     kinds = {None: "weak", "adapters/act": "good"}
-    return run(params, ws / "annotate", "models/base", {"act": "adapters/act"}, ws / "database",
-               ws / "train" / "log.jsonl" if train_log else ws / "nope.jsonl", ws / "out", ws / "metrics.json",
-               ws / "plots", ws / "report.html", load_policy=lambda base, adapter, seed: ScriptedPolicy(kinds[adapter]))
+    return run(params, data=ws / "annotate", base="models/base", adapters={"act": "adapters/act"}, databases=ws / "database",
+               train_log=ws / "train" / "log.jsonl" if train_log else ws / "nope.jsonl", out=ws / "out",
+               metrics_path=ws / "metrics.json", plots_dir=ws / "plots", report=ws / "report.html", load_policy=lambda base, adapter, seed: ScriptedPolicy(kinds[adapter]))
 
 
 def test_three_levels_per_policy_with_counts(workspace):
@@ -145,8 +145,8 @@ def test_seed_spread_reported(workspace):
 def test_policy_without_adapter_is_named(workspace):
     params = _params(workspace, policies=["base", "sft"])
     with pytest.raises(ValueError, match=r"\['sft'\].*--adapter"):
-        run(params, workspace / "annotate", "b", {}, None, None, workspace / "o", workspace / "m.json",
-            workspace / "p", workspace / "r.html", load_policy=lambda *a: ScriptedPolicy("good"))
+        run(params, data=workspace / "annotate", base="b", adapters={}, databases=None, train_log=None, out=workspace / "o",
+            metrics_path=workspace / "m.json", plots_dir=workspace / "p", report=workspace / "r.html", load_policy=lambda *a: ScriptedPolicy("good"))
 
 
 def test_bad_record_names_file_record_field(workspace):
@@ -155,8 +155,9 @@ def test_bad_record_names_file_record_field(workspace):
     from act.errors import RecordError
 
     with pytest.raises(RecordError, match=r"bad/eval.*ambigsql/1.*gold_action"):
-        run(_params(workspace), workspace / "bad", "b", {"act": "a"}, None, None, workspace / "o",
-            workspace / "m.json", workspace / "p", workspace / "r.html", load_policy=lambda *a: ScriptedPolicy("good"))
+        run(_params(workspace), data=workspace / "bad", base="b", adapters={"act": "a"}, databases=None, train_log=None,
+            out=workspace / "o", metrics_path=workspace / "m.json", plots_dir=workspace / "p", report=workspace / "r.html",
+            load_policy=lambda *a: ScriptedPolicy("good"))
 
 
 def test_cli_arguments():

@@ -2,7 +2,7 @@
 DVC stage, DVC left clean, one MLflow parent run with a nested run per stage.
 
 The project here is built in tmp with two stages whose command is a short script calling the real
-`stages.common.stage_run`, so the orchestration is checked without waiting for model stages."""
+`act.tracking.stage_run`, so the orchestration is checked without waiting for model stages."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STEP = '''
 import sys
 from pathlib import Path
-from act.io import write_json
 from act.params import load_params
-from stages.common import stage_run
+from act.tracking import stage_run
 
 stage, src, dst, metrics = sys.argv[1:5]
 params = load_params("params.yaml")
@@ -30,9 +29,7 @@ with stage_run(stage, params, params.pairs, tags={"dataset": "ambigsql"}) as run
     Path(dst).write_text(text.upper())
     m = {"chars": len(text), "samples": params.pairs.samples, "seed": params.seed,
          "random": int(params.pairs.random_actions)}
-    write_json(metrics, m)
-    run.log_metrics(m)
-    run.log_artifact(dst, "out")
+    run.finish(m, metrics, artifacts=((dst, "out"),))
 '''
 
 DVC_YAML = {
@@ -87,14 +84,6 @@ def project(tmp_path, monkeypatch) -> Path:
     return p
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
 def test_dag_order_and_targets(project):
     from flows.pipeline import dag
 
@@ -120,7 +109,7 @@ def test_http_roles_get_retries(project):
 
 
 @pytest.mark.slow
-def test_pipeline_flow_runs_every_stage_and_tracks_it(project, harness):
+def test_pipeline_flow_runs_every_stage_and_tracks_it(project, prefect_harness):
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -182,7 +171,7 @@ def test_pipeline_flow_runs_every_stage_and_tracks_it(project, harness):
 
 
 @pytest.mark.slow
-def test_failing_stage_fails_the_flow_and_marks_the_parent(project, harness):
+def test_failing_stage_fails_the_flow_and_marks_the_parent(project, prefect_harness):
     from mlflow.tracking import MlflowClient
 
     from flows.pipeline import pipeline
@@ -198,7 +187,7 @@ def test_failing_stage_fails_the_flow_and_marks_the_parent(project, harness):
 
 
 @pytest.mark.slow
-def test_ablation_flow_compares_methods_over_seeds_and_resumes(project, harness):
+def test_ablation_flow_compares_methods_over_seeds_and_resumes(project, prefect_harness):
     from mlflow.tracking import MlflowClient
 
     from flows.ablations import ablations

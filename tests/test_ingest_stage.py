@@ -26,13 +26,15 @@ def _rows(out):
 
 def test_ambigsql_splits_by_database_with_budgets(tmp_path):
     params = _params(**{"ingest.ambigsql.budget": 40, "ingest.ambigsql.eval_conversations": 20})
-    m = ingest.run(params, "ambigsql", ROOT / "data/raw/spider", tmp_path / "out", tmp_path / "m.json")
+    m = ingest.run(params, dataset="ambigsql", raw=ROOT / "data/raw/spider", out=tmp_path / "out", metrics_path=tmp_path / "m.json")
     rows = _rows(tmp_path / "out")
     assert len(rows["train"]) == 40 and len(rows["eval"]) == 20
     train_dbs = {r.meta["db_id"] for r in rows["train"]}
     eval_dbs = {r.meta["db_id"] for r in rows["eval"]}
     assert train_dbs and eval_dbs and not train_dbs & eval_dbs
+    seconds = m.pop("seconds")  # wall-clock: in the untracked timings file, not the DVC metric
     assert json.loads((tmp_path / "m.json").read_text()) == m
+    assert json.loads((tmp_path / "m.timings.json").read_text()) == {"seconds": seconds}
     t = m["splits"]["train"]
     assert t["actions"]["clarify"] + t["actions"]["answer"] == 40
     assert sum(t["ambiguity_types"].values()) == 40 and t["ambiguity_types"]["none"] == t["actions"]["answer"]
@@ -41,7 +43,7 @@ def test_ambigsql_splits_by_database_with_budgets(tmp_path):
 def test_pacific_budget_counts_whole_dialogues_and_keeps_unlabeled(tmp_path):
     params = _params(**{"ingest.pacific.budget": 1, "ingest.pacific.eval_conversations": "all",
                         "ingest.pacific.eval_fraction": 0.5})
-    m = ingest.run(params, "pacific", FIX / "pacific", tmp_path / "out", tmp_path / "m.json")
+    m = ingest.run(params, dataset="pacific", raw=FIX / "pacific", out=tmp_path / "out", metrics_path=tmp_path / "m.json")
     rows = _rows(tmp_path / "out")
     assert {len({r.conversation_id for r in rows[s]}) for s in ("train", "eval")} == {1}
     assert not {r.conversation_id for r in rows["train"]} & {r.conversation_id for r in rows["eval"]}
@@ -51,13 +53,13 @@ def test_pacific_budget_counts_whole_dialogues_and_keeps_unlabeled(tmp_path):
 
 def test_custom_dataset_reads_its_jsonl(tmp_path):
     params = _params(**{"ingest.custom.eval_fraction": 0.5})
-    m = ingest.run(params, "custom", FIX / "custom.jsonl", tmp_path / "out", tmp_path / "m.json")
+    m = ingest.run(params, dataset="custom", raw=FIX / "custom.jsonl", out=tmp_path / "out", metrics_path=tmp_path / "m.json")
     assert m["records"] == 3 and m["splits"]["train"]["groups"] + m["splits"]["eval"]["groups"] == 2
 
 
 def test_bad_input_stops_and_leaves_previous_output_intact(tmp_path):
     out = tmp_path / "out"
-    ingest.run(_params(), "abg_coqa", FIX / "abg_coqa", out, tmp_path / "m.json")
+    ingest.run(_params(), dataset="abg_coqa", raw=FIX / "abg_coqa", out=out, metrics_path=tmp_path / "m.json")
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -65,16 +67,16 @@ def test_bad_input_stops_and_leaves_previous_output_intact(tmp_path):
     data["data"][2]["target_turn"]["answer"] = ["red"]
     (raw / "coqa_abg_val.json").write_text(json.dumps(data))
     with pytest.raises(RecordError, match=r"record story2\|2\|1, field 'target_turn.answer'"):
-        ingest.run(_params(), "abg_coqa", raw, out, tmp_path / "m.json")
+        ingest.run(_params(), dataset="abg_coqa", raw=raw, out=out, metrics_path=tmp_path / "m.json")
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert len(_rows(out)["train"]) + len(_rows(out)["eval"]) == 3
-    m = ingest.run(_params(**{"ingest.on_error": "skip"}), "abg_coqa", raw, out, tmp_path / "m.json")
+    m = ingest.run(_params(**{"ingest.on_error": "skip"}), dataset="abg_coqa", raw=raw, out=out, metrics_path=tmp_path / "m.json")
     assert m["skipped"] == 1 and m["skipped_by_field"] == {"target_turn.answer": 1} and m["records"] == 2
 
 
 def test_interrupted_write_keeps_previous_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    ingest.run(_params(), "abg_coqa", FIX / "abg_coqa", out, tmp_path / "m.json")
+    ingest.run(_params(), dataset="abg_coqa", raw=FIX / "abg_coqa", out=out, metrics_path=tmp_path / "m.json")
     before = {p.name: p.read_bytes() for p in out.rglob("*.arrow")}
 
     from datasets import DatasetDict
@@ -84,7 +86,7 @@ def test_interrupted_write_keeps_previous_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(DatasetDict, "save_to_disk", crash)
     with pytest.raises(KeyboardInterrupt):
-        ingest.run(_params(), "abg_coqa", FIX / "abg_coqa", out, tmp_path / "m.json")
+        ingest.run(_params(), dataset="abg_coqa", raw=FIX / "abg_coqa", out=out, metrics_path=tmp_path / "m.json")
     assert {p.name: p.read_bytes() for p in out.rglob("*.arrow")} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]
 

@@ -56,11 +56,16 @@ def test_matches_sklearn_on_random_label_vectors():
 
     rng = random.Random(1234)
     labels = ["clarify", "answer"]
-    for trial in range(500):
-        n = rng.randint(1, 30)
-        p_clarify = rng.choice([0.0, 0.1, 0.5, 0.9, 1.0])
-        gold = [rng.random() < p_clarify and "clarify" or "answer" for _ in range(n)]
-        pred = [rng.random() < rng.random() and "clarify" or "answer" for _ in range(n)]
+    edges = [(["clarify"], ["clarify"]), (["answer"], ["clarify"]), (["answer"] * 3, ["answer"] * 3),
+             (["clarify"] * 3, ["answer"] * 3), (["clarify", "answer"], ["answer", "clarify"])]
+    cases = edges + [None] * 40  # every degenerate shape, then random vectors (sklearn costs ~25 ms a case)
+    for trial, case in enumerate(cases):
+        if case is None:
+            n = rng.randint(1, 30)
+            p_clarify = rng.choice([0.0, 0.1, 0.5, 0.9, 1.0])
+            case = ([rng.random() < p_clarify and "clarify" or "answer" for _ in range(n)],
+                    [rng.random() < rng.random() and "clarify" or "answer" for _ in range(n)])
+        gold, pred = case
         s = action_scores(gold, pred)
         kw = dict(labels=labels, zero_division=0)
         assert s["accuracy"] == pytest.approx(accuracy_score(gold, pred)), trial

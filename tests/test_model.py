@@ -7,17 +7,12 @@ import json
 import pytest
 
 from act.params import LoraParams
+from conftest import needs_bitsandbytes
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    from act.model.embedded import build_model, build_tokenizer
-
-    d = tmp_path_factory.mktemp("base")
-    tok = build_tokenizer(["SELECT name FROM singer", "Which year do you mean?", "How many singers?"] * 20, 320)
-    build_model(tok, hidden_size=32, layers=2, heads=2, max_positions=256, seed=0).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+@pytest.fixture
+def base(tiny_base):
+    return tiny_base
 
 
 def test_tokenizer_marks_assistant_tokens_and_has_pad(base):
@@ -59,10 +54,21 @@ def test_config_functions_return_none_for_off():
     from act.model.loading import get_peft_config, get_quantization_config
 
     assert get_quantization_config("none") is None
-    q = get_quantization_config("nf4")
-    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4"
     with pytest.raises(ValueError, match="quantization"):
         get_quantization_config("int3")
     assert get_peft_config(None) is None
+
+
+@needs_bitsandbytes
+def test_nf4_quantization_config():
+    from act.model.loading import get_quantization_config
+
+    q = get_quantization_config("nf4")
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4"
+
+
+def test_peft_config_from_lora_params():
+    from act.model.loading import get_peft_config
+
     cfg = get_peft_config(LoraParams(r=4, alpha=8, target_modules=("q_proj",)))
     assert cfg.r == 4 and cfg.lora_alpha == 8 and set(cfg.target_modules) == {"q_proj"}

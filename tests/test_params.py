@@ -1,11 +1,13 @@
 """The strict params loader, and every params file the project ships."""
 
+import dataclasses
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from act.errors import ParamsError
-from act.params import Params, load_params
+from act.params import DatasetName, Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in ROOT.glob("**/params*.yaml") if ".venv" not in p.parts and ".dvc" not in p.parts)
@@ -60,8 +62,11 @@ def test_params_are_frozen_and_typed(tmp_path):
     params = load_params(_write(tmp_path, "ingest: {pacific: {budget: all}}\ntrain: {beta: 1}\n"))
     assert params.ingest.pacific.budget == "all"
     assert isinstance(params.train.beta, float)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         params.seed = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.train.beta = 0.5  # type: ignore[misc]
+    assert params.seed == 0 and params.train.beta == 1.0
 
 
 def test_overrides_like_dvc_exp_set(tmp_path):
@@ -72,3 +77,9 @@ def test_overrides_like_dvc_exp_set(tmp_path):
 def test_dataclass_defaults_are_the_shipped_params():
     """A key left out of a params file (e.g. the tiny test config) means the shipped value."""
     assert load_params(ROOT / "params.yaml") == Params()
+
+
+def test_dataset_choices_are_the_registry_benchmarks():
+    from act.datasets import BENCHMARKS
+
+    assert get_args(DatasetName) == BENCHMARKS

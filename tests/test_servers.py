@@ -25,7 +25,7 @@ def test_prefect_and_mlflow_servers_start_answer_and_stop(tmp_path, monkeypatch)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("PREFECT_HOME", raising=False)
     pp, mp = _free_port(), _free_port()
-    servers = start(tmp_path, prefect_port=pp, mlflow_port=mp, timeout=120)
+    servers = start(tmp_path, prefect_port=pp, mlflow_port=mp, timeout=300)  # generous: CI machines are loaded
     try:
         assert healthy(f"http://127.0.0.1:{pp}/api/health")
         assert healthy(f"http://127.0.0.1:{mp}/health")

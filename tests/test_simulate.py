@@ -124,7 +124,7 @@ def traj(first: str, action: str, turns, score: float) -> Trajectory:
      "answer_failure", "rejected"),
 ])
 def test_relabel_branches(pair, t, outcome, replaced):
-    d = relabel(pair, t, tolerance=0.9)
+    d = relabel(pair, t)
     assert d.outcome == outcome and d.outcome in OUTCOMES and d.replaced == replaced
     sample = t.turns if outcome.startswith("clarify") else [{"role": "assistant", "content": t.first_response}]
     if replaced == "chosen":
@@ -138,5 +138,16 @@ def test_relabel_branches(pair, t, outcome, replaced):
 def test_relabel_without_simulation_judges_by_action():
     t = traj("Age?", "clarify", [{"role": "assistant", "content": "Age?"}, {"role": "user", "content": "30"},
                                  {"role": "assistant", "content": "SELECT 2"}], 0.0)
-    d = relabel(PAIR_CLARIFY, t, 0.9, simulate=False)
+    d = relabel(PAIR_CLARIFY, t, simulate=False)
     assert d.outcome == "right_action" and d.chosen == [{"role": "assistant", "content": "Age?"}]
+
+
+@pytest.mark.parametrize("score,outcome", [(0.9, "answer_success"), (0.89, "answer_failure")])
+def test_success_boundary_is_score_at_least_tolerance(score, outcome):
+    """A score exactly at the tolerance succeeds and the answer wins; just below it loses."""
+    (t,) = rollout([record("rb", "answer")], ScriptedPolicy({0: "SELECT 9"}), SurfaceClassifier(), EchoUser(),
+                   lambda rec, branch, pred: score, max_clarify_turns=1, tolerance=0.9)
+    assert t.score == score and t.success is (score >= 0.9)
+    d = relabel(PAIR_ANSWER, t)
+    assert d.outcome == outcome
+    assert (d.chosen if outcome == "answer_success" else d.rejected) == [{"role": "assistant", "content": "SELECT 9"}]

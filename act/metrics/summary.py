@@ -29,6 +29,32 @@ from act.metrics.action import action_scores
 
 LEVELS = ("action", "turn", "trajectory")
 
+HEADLINE: tuple[tuple[str, str, str], ...] = (
+    ("action", "macro_f1", "Action Macro F1"),
+    ("action", "accuracy", "Action accuracy"),
+    ("action", "clarify_f1", "Clarify F1"),
+    ("turn", "answer_score", "Turn task score"),
+    ("turn", "token_f1", "Turn token F1"),
+    ("trajectory", "score", "Trajectory score"),
+    ("trajectory", "post_clarify_score", "Post-clarify score"),
+    ("trajectory", "success_rate", "Trajectory success"),
+)
+"""The headline metrics, (level, metric, label), in display order: the report's bar chart and
+table, `act show` and the ablation table all show these (where the data has them)."""
+
+HEADLINE_KEYS: tuple[str, ...] = tuple(f"{level}.{metric}" for level, metric, _ in HEADLINE)
+"""The same as dotted names, as flattened metrics spell them."""
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0.0 for a single value) over seeds."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
@@ -98,11 +124,10 @@ def combine_seeds(per_seed: Sequence[dict[str, dict[str, float | int]]]) -> dict
             if _is_count(name):
                 combined[name] = first
                 continue
-            mean = _mean([float(v) for v in values])
+            mean, std = mean_std([float(v) for v in values])
             combined[name] = mean
             if len(values) > 1:
-                var = sum((float(v) - mean) ** 2 for v in values) / (len(values) - 1)
-                combined[f"{name}_std"] = math.sqrt(var)
+                combined[f"{name}_std"] = std
         if len(per_seed) > 1:
             combined["seeds"] = len(per_seed)
         out[level] = combined

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from act.datasets import DATASETS, TEXT_DATASETS  # noqa: F401  (TEXT_DATASETS: re-exported for levels)
 from act.records import Branch
 
 if TYPE_CHECKING:
     from act.records import TurnRecord
 
-TEXT_DATASETS = ("pacific", "abg_coqa", "custom")
-TASK_DATASETS = TEXT_DATASETS + ("ambigsql",)
+TASK_DATASETS = DATASETS
 
 
 @dataclass(frozen=True)

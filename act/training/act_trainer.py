@@ -183,7 +183,7 @@ def make_trainer_class():
             )
             t_rollout = time.perf_counter() - t0
             self.sampling_calls += policy.calls
-            decisions = [relabel(self.pairs[i], t, s.tolerance, simulate=s.simulate_trajectories)
+            decisions = [relabel(self.pairs[i], t, simulate=s.simulate_trajectories)
                          for i, t in zip(rows, trajectories)]
             examples = []
             for i, d in zip(rows, decisions):
