@@ -47,7 +47,7 @@ def provision_pretrained(cfg, out: str | Path) -> dict[str, Any]:
     import json
 
     from act.io import atomic_dir
-    from act.model.chat import resolve_chat_template
+    from act.chat import resolve_chat_template
     from act.model.loading import POINTER, load_tokenizer
     from act.model.pretrained import convert_gguf, gguf_path, source_kind
 

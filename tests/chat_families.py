@@ -1,7 +1,7 @@
 """Tiny random chat models in the formats of the real families, built offline for the tests.
 
 Each family gets a byte-level BPE tokenizer trained on a few sentences, with the family's special
-tokens and chat template (the files in act/model/templates/, which follow the models' own), and
+tokens and chat template (the files in act/templates/, which follow the models' own), and
 a 2-layer, hidden-64 model of the family's architecture with random weights, saved with
 `save_pretrained` so it loads like a downloaded model.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from act.model.chat import TEMPLATE_DIR
+from act.chat import TEMPLATE_DIR
 
 # family -> (architecture, special tokens, bos, eos, pad, template file or None)
 FAMILIES: dict[str, tuple[str, list[str], str | None, str, str | None, str | None]] = {

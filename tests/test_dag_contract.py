@@ -31,6 +31,7 @@ EXEMPT = {
 
 DATA_FILES = {
     "act/roles/prompted.py": ("act/prompts",),
+    "act/chat.py": ("act/templates",),
 }
 """Modules that read files beside them: a stage importing the module depends on those too."""
 

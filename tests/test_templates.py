@@ -56,7 +56,7 @@ def families(tmp_path_factory):
 def _tokenizer(path):
     from transformers import AutoTokenizer
 
-    from act.model.chat import prepare_tokenizer
+    from act.chat import prepare_tokenizer
 
     return prepare_tokenizer(AutoTokenizer.from_pretrained(path))
 
@@ -65,7 +65,7 @@ def _tokenizer(path):
 def test_sft_labels_are_exactly_the_assistant_turns(families, family):
     """Labels (token ids) == the tokens of what each assistant turn adds after its generation
     prompt; the system text, the user turns and the headers are never labelled."""
-    from act.model.chat import normalize, render, tokenize_chat
+    from act.chat import normalize, render, tokenize_chat
 
     tok = _tokenizer(families(family))
     chat = clarify_chat()
@@ -89,7 +89,7 @@ def test_sft_labels_are_exactly_the_assistant_turns(families, family):
 
 
 def test_zephyr_loss_covers_question_answer_and_their_eos(families):
-    from act.model.chat import tokenize_chat
+    from act.chat import tokenize_chat
 
     tok = _tokenizer(families("zephyr"))
     row = tokenize_chat(tok, clarify_chat())
@@ -103,7 +103,7 @@ def test_zephyr_loss_covers_question_answer_and_their_eos(families):
 
 @pytest.mark.parametrize("family,folds", [("gemma", True), ("mistral", True), ("zephyr", False), ("chatml", False)])
 def test_system_message_is_folded_only_where_the_template_rejects_it(families, family, folds):
-    from act.model.chat import render
+    from act.chat import render
 
     tok = _tokenizer(families(family))
     assert tok.act_fold_system is folds
@@ -124,7 +124,7 @@ def test_pad_token_falls_back_to_eos(families):
 
 def test_model_without_template_fails_naming_the_param(families, tmp_path):
     from act.io import save_dataset
-    from act.model.chat import ChatTemplateError
+    from act.chat import ChatTemplateError
     from act.params import load_params
     from stages import base
 
@@ -141,7 +141,7 @@ def test_model_without_template_fails_naming_the_param(families, tmp_path):
 
 def test_unknown_template_name_is_a_params_error():
     from act.errors import ParamsError
-    from act.model.chat import resolve_chat_template
+    from act.chat import resolve_chat_template
 
     with pytest.raises(ParamsError, match="base.chat_template: 'vicuna'"):
         resolve_chat_template("vicuna")

@@ -100,10 +100,10 @@ def get_peft_config(lora: "LoraParams | None"):
 
 def load_tokenizer(base_dir: str | Path):
     """The base model's tokenizer, ready for chats (template set and checked, pad token, system
-    folding decided: see `act.model.chat`), padding on the left for generation."""
+    folding decided: see `act.chat`), padding on the left for generation."""
     from transformers import AutoTokenizer
 
-    from act.model.chat import prepare_tokenizer
+    from act.chat import prepare_tokenizer
 
     tok = _from_pretrained(AutoTokenizer, base_dir)
     info = base_info(base_dir)
@@ -191,7 +191,7 @@ class HFPolicy:
                 model.unmerge_adapter()
 
     def _generate_batch(self, chats, torch) -> list[str]:
-        from act.model.chat import normalize
+        from act.chat import normalize
 
         tok = self.tokenizer
         side = tok.padding_side

@@ -121,7 +121,7 @@ def convert_gguf(path: str | Path, out_dir: str | Path, *, chat_template: str | 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from act.model.chat import prepare_tokenizer
+    from act.chat import prepare_tokenizer
 
     path = Path(path)
     folder, name = str(path.parent), path.name

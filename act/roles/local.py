@@ -35,7 +35,7 @@ class LocalChat:
         if self._model is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from act.model.chat import prepare_tokenizer
+            from act.chat import prepare_tokenizer
 
             tok = prepare_tokenizer(AutoTokenizer.from_pretrained(self.cfg.model),
                                     source=f"roles.{self.role}.model={self.cfg.model}")
@@ -63,7 +63,7 @@ class LocalChat:
     def _generate(self, chats: list[list[Message]]) -> list[Completion]:
         import torch
 
-        from act.model.chat import render
+        from act.chat import render
 
         tok, model = self._load()
         texts = [render(tok, c, add_generation_prompt=True) for c in chats]

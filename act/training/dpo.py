@@ -87,7 +87,7 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         raise ValueError("no preference pairs to train on")
     quiet_bars()
     model, tok, peft_config, reference = start_policy(base_dir, sft_dir, train)
-    from act.model.chat import normalize
+    from act.chat import normalize
 
     # the prompt as this template takes it (system folded into the first user turn where it must be)
     rows = [{"prompt": normalize(tok, p["prompt"]), "chosen": list(p["chosen"]), "rejected": list(p["rejected"]),

@@ -3,7 +3,7 @@
 Each training record becomes one chat: system message with the context, the history, then the
 gold assistant turn; for a CLARIFY turn the gold continuation (clarifying question, the user's
 reply from branch 0, the final answer). TRL's SFTTrainer trains a LoRA adapter on assistant
-tokens only. The chats are tokenized here (`act.model.chat.tokenize_chat`: labels -100 outside
+tokens only. The chats are tokenized here (`act.chat.tokenize_chat`: labels -100 outside
 assistant turns), so any chat template trains the same way, with or without `{% generation %}`
 markers, and with the system message folded in where a template rejects it.
 """
@@ -59,7 +59,7 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from act.model.chat import tokenize_chat
+    from act.chat import tokenize_chat
     from act.model.loading import get_peft_config, load_model
 
     if not records:

@@ -59,9 +59,9 @@ def tokenize_pair(tokenizer, prompt: Sequence[Message], chosen: Sequence[Message
                   *, mask_user_turns: bool = False) -> dict[str, Any]:
     """prompt_ids / chosen_ids / rejected_ids (as DPOTrainer makes them) and the two loss masks.
 
-    The prompt is normalized for the template first (`act.model.chat.normalize`), as `train_dpo`
+    The prompt is normalized for the template first (`act.chat.normalize`), as `train_dpo`
     does for the static pairs TRL tokenizes itself."""
-    from act.model.chat import normalize
+    from act.chat import normalize
 
     prompt = normalize(tokenizer, prompt)
     prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True)

@@ -27,7 +27,7 @@ from act.roles.base import Message
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 KNOWN_TEMPLATES = tuple(sorted(p.stem for p in TEMPLATE_DIR.glob("*.jinja")))
-"""Family names `base.chat_template` accepts (files in act/model/templates/)."""
+"""Family names `base.chat_template` accepts (files in act/templates/)."""
 
 _PROBE = "ACT-SYSTEM-PROBE"
 
