@@ -76,9 +76,16 @@ def get_quantization_config(quantization: str):
         return None
     if quantization != "nf4":
         raise ValueError(f"unknown quantization {quantization!r}; expected 'none' or 'nf4'")
+    import importlib.util
+
     import torch
     from transformers import BitsAndBytesConfig
 
+    if importlib.util.find_spec("bitsandbytes") is None:
+        from act.errors import ParamsError
+
+        raise ParamsError("quantization: nf4 needs bitsandbytes, the optional [qlora] extra "
+                          "(pip install -e '.[qlora]'); or set sft.quantization / train.quantization to none")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
