@@ -76,6 +76,7 @@ def run(params: Params, data: str | Path, base: str | Path, adapters: dict[str, 
     from act.metrics.levels import evaluate_policy
     from act.metrics.summary import combine_seeds, summarize
     from act.roles import build_role
+    from act.roles.checks import require_valid
     from act.roles.base import UsageCounter
     from stages.common import stage_run
 
@@ -99,6 +100,7 @@ def run(params: Params, data: str | Path, base: str | Path, adapters: dict[str, 
     with stage_run("evaluate", params, ev, tags={"act.dataset": dataset}) as tracker:
         usage = {"classifier": UsageCounter(), "simulator": UsageCounter()}
         classifier = build_role("classifier", params.roles, usage=usage["classifier"])
+        require_valid(classifier, params.roles.classifier)  # an LLM judge must pass the check set first
         simulator = build_role("simulator", params.roles, usage=usage["simulator"])
         similarity = load_similarity(ev.embedding_model)
         metrics: dict[str, Any] = {}

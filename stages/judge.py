@@ -1,0 +1,83 @@
+"""judge: the action classifier's error rate on the labelled check set -> `metrics/judge.json`.
+
+    python -m stages.judge --checks data/checks/classifier.jsonl --metrics metrics/judge.json
+
+Scores the offline surface rule and, when `roles.classifier` (or `roles.annotator`) uses an http
+or local backend, that backend too, on the same hand-labelled turns: accuracy, Macro F1, clarify
+precision / recall, answer precision, accuracy per style and the ids of the misjudged turns.
+A model-backed classifier below `roles.classifier.min_check_f1` fails this stage (and the
+simulate / train / evaluate stages, which check it again before using it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from act.params import Params
+
+log = logging.getLogger("act.judge")
+
+
+def run(params: Params, checks: str | Path, metrics_path: str | Path, *, classifier=None) -> dict[str, Any]:
+    """`classifier` replaces the configured classifier role (e.g. in tests)."""
+    from act.io import write_json
+    from act.roles import build_role
+    from act.roles.base import UsageCounter
+    from act.roles.checks import JudgeCheckError, check_classifier, load_check_set
+    from act.roles.offline import SurfaceClassifier
+    from stages.common import stage_run
+
+    started = time.monotonic()
+    turns = load_check_set(checks)
+    backends: dict[str, Any] = {"offline": check_classifier(SurfaceClassifier(), turns)}
+    configured_report = backends["offline"]
+    with stage_run("judge", params, params.roles.classifier) as tracker:
+        for role in ("classifier", "annotator"):
+            cfg = getattr(params.roles, role)
+            if cfg.backend == "offline" and not (role == "classifier" and classifier is not None):
+                continue
+            usage = UsageCounter()
+            clf = classifier if (role == "classifier" and classifier is not None) else build_role(role, params.roles, usage=usage)
+            report = check_classifier(clf, turns)
+            backends[f"{role}:{cfg.backend}" + (f":{cfg.model}" if cfg.model else "")] = {**report, "usage": usage.as_dict()}
+            if role == "classifier":
+                configured_report = report
+        configured = params.roles.classifier
+        metrics: dict[str, Any] = {
+            "check_turns": len(turns),
+            "clarify_turns": sum(t.action.value == "clarify" for t in turns),
+            "classifier_backend": configured.backend,
+            "min_check_f1": configured.min_check_f1,
+            "backends": backends,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        write_json(metrics_path, metrics)
+        tracker.log_metrics(metrics)
+        tracker.log_artifact(metrics_path)
+    for name, r in backends.items():
+        log.info("judge %s: accuracy %.3f, Macro F1 %.3f, clarify recall %.3f on %d check turns", name,
+                 r["accuracy"], r["macro_f1"], r["clarify_recall"], len(turns))
+    if configured.backend != "offline" and configured_report["macro_f1"] < configured.min_check_f1:
+        raise JudgeCheckError(
+            f"roles.classifier: the {configured.backend} classifier scores Macro F1 {configured_report['macro_f1']:.3f} "
+            f"on the check set {checks}, below roles.classifier.min_check_f1={configured.min_check_f1} "
+            f"(figures in {metrics_path})")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stages.common import load, parser, setup_logging
+
+    p = parser("judge", __doc__)
+    p.add_argument("--checks", default="data/checks/classifier.jsonl", help="labelled check set (JSONL)")
+    p.add_argument("--metrics", required=True, help="metrics JSON path")
+    args = p.parse_args(argv)
+    setup_logging()
+    run(load(args), args.checks, args.metrics)
+
+
+if __name__ == "__main__":
+    main()
