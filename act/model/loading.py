@@ -115,9 +115,10 @@ class HFPolicy:
     previous mode afterwards."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0,
-                 batch_size: int = 16, max_prompt_tokens: int | None = None):
+                 batch_size: int = 16, max_prompt_tokens: int | None = None, top_p: float = 1.0, top_k: int = 0):
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.top_p, self.top_k = top_p, top_k
         self.batch_size, self.max_prompt_tokens = batch_size, max_prompt_tokens
         self.calls = 0
         self.generated_tokens = 0
@@ -152,14 +153,17 @@ class HFPolicy:
             attention = attention[:, -self.max_prompt_tokens:]
         device = next(self.model.parameters()).device
         sample = self.temperature > 0
-        torch.manual_seed(self.seed + self.calls)
+        seed = self.seed + self.calls
         self.calls += 1
-        with torch.no_grad():
+        # a private RNG stream: sampling neither reseeds nor advances the global generator a trainer uses
+        forked = [device.index or 0] if device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=forked):
+            torch.manual_seed(seed)
             gen = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device),
                 max_new_tokens=self.max_new_tokens, do_sample=sample,
-                temperature=self.temperature if sample else None, top_k=0 if sample else None,
-                top_p=1.0 if sample else None,
+                temperature=self.temperature if sample else None, top_k=self.top_k if sample else None,
+                top_p=self.top_p if sample else None,
                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, use_cache=True,
             )
         new = gen[:, input_ids.shape[1]:]
