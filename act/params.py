@@ -130,7 +130,8 @@ class PairsParams:
     """CLARIFY turns: the winning side is the whole gold continuation (question, user reply,
     answer) as in the reference code, or the clarifying question alone."""
     random_actions: bool = False
-    """Ablation "ACT w/ Random Actions": winning/losing actions sampled at random."""
+    """Ablation "ACT w/ Random Actions": winning/losing actions sampled at random (seeded); Phase 2
+    relabels against the drawn winning action too, so no phase sees the true action."""
     samples: int = 20
     """Pairs written to the human-readable sample file."""
 

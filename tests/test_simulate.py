@@ -140,3 +140,17 @@ def test_relabel_without_simulation_judges_by_action():
                                  {"role": "assistant", "content": "SELECT 2"}], 0.0)
     d = relabel(PAIR_CLARIFY, t, 0.9, simulate=False)
     assert d.outcome == "right_action" and d.chosen == [{"role": "assistant", "content": "Age?"}]
+
+
+def test_random_actions_ablation_relabels_against_the_drawn_winning_action():
+    """Under pairs.random_actions a pair whose drawn winner is CLARIFY on an ANSWER turn: a clarifying
+    sample takes the pair's (random) winning action, an answer loses, whatever the gold action."""
+    flipped = {**PAIR_ANSWER, "chosen_action": "clarify", "rejected_action": "answer",
+               "chosen": PAIR_ANSWER["rejected"], "rejected": PAIR_ANSWER["chosen"]}
+    answer = traj(GOLD_SQL, "answer", [{"role": "assistant", "content": GOLD_SQL}], 1.0)
+    assert relabel(flipped, answer, tolerance=0.9).outcome == "wrong_action"
+    assert relabel(PAIR_ANSWER, answer, tolerance=0.9).outcome == "answer_success"
+    ask = traj("Age?", "clarify", [{"role": "assistant", "content": "Age?"}, {"role": "user", "content": "30"},
+                                   {"role": "assistant", "content": GOLD_SQL}], 1.0)
+    d = relabel(flipped, ask, tolerance=0.9)
+    assert d.outcome == "clarify_success" and d.replaced == "chosen" and d.rejected == PAIR_ANSWER["chosen"]
