@@ -298,6 +298,9 @@ class EvaluateParams:
     """Local path of a sentence-embedding model for turn-level similarity; empty = off."""
     samples: int = 4
     """Trajectories per policy shown side by side with the gold in the HTML report."""
+    coqa_averaging: Literal["max", "leave_one_out"] = "max"
+    """Abg-CoQA / custom turn score over several gold answers: the best one (max), or the official
+    CoQA script's leave-one-out average (never higher)."""
 
     def __post_init__(self):
         check(len(self.policies) > 0, "policies must name at least one policy")

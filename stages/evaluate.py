@@ -113,7 +113,7 @@ def run(params: Params, data: str | Path, base: str | Path, adapters: dict[str, 
                 seed_rows = evaluate_policy(
                     records, policy, classifier, simulator, max_turns=ev.max_turns,
                     tolerance=params.simulate.tolerance, db_dir=databases, sql_timeout_s=ev.sql_timeout_s,
-                    similarity=similarity,
+                    similarity=similarity, coqa_averaging=ev.coqa_averaging,
                 )
                 del policy
                 for r in seed_rows:

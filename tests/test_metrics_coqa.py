@@ -50,3 +50,14 @@ def test_leave_one_out_with_one_or_two_golds():
     assert turn_f1("rope", [], "leave_one_out") == 0.0
     with pytest.raises(ValueError, match="averaging"):
         turn_f1("rope", ["rope"], "mean")
+
+
+def test_task_score_offers_both_averagings():
+    from act.metrics.task import score_detail
+    from act.records import Branch
+
+    branch = Branch("What did they find?", None, "a red ball", ["a red ball", "red ball", "blue ball", "the ball"])
+    best = score_detail("abg_coqa", "blue ball", branch, {})
+    official = score_detail("abg_coqa", "blue ball", branch, {}, coqa_averaging="leave_one_out")
+    assert best.score == 1.0 and best.em == 1.0
+    assert official.score == pytest.approx((1 + 1 + 2 / 3 + 1) / 4) and official.em == pytest.approx(0.75)
