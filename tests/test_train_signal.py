@@ -73,3 +73,16 @@ def test_training_samples_greedily_by_default():
     params = load_params(PARAMS)
     assert params.train.sample_temperature == 0.0 and params.simulate.temperature == 0.0
     assert OnPolicySampler.__dataclass_fields__["temperature"].default == 0.0
+
+
+def test_training_signal_plot_draws_probe_and_rounds(tmp_path):
+    from act.report import plot_training_signal, write_plots
+
+    log = ([{"step": s, "probe/rewards/margins": 0.1 * s, "probe/rewards/accuracies": 0.2 * s} for s in (0, 2, 4)]
+           + [{"step": s, "samples/clarify": s, "samples/answer": 8 - s, "samples/policy_wins": 1} for s in range(4)])
+    assert plot_training_signal(log, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_training_signal([{"step": 1, "loss": 0.5}], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+    rows = [{"policy": "act", "seed": 0, "gold_action": "answer", "pred_action": "answer"}]
+    names = [p.name for p in write_plots({"act": {"action": {"macro_f1": 1.0}}}, rows, log, tmp_path / "plots")]
+    assert "training_signal.png" in names
