@@ -21,8 +21,7 @@ from act.params import Params
 log = logging.getLogger("act.judge")
 
 
-def run(params: Params, checks: str | Path, metrics_path: str | Path, *, classifier=None) -> dict[str, Any]:
-    """`classifier` replaces the configured classifier role (e.g. in tests)."""
+def run(params: Params, checks: str | Path, metrics_path: str | Path) -> dict[str, Any]:
     from act.io import write_json
     from act.roles import build_role
     from act.roles.base import UsageCounter
@@ -33,19 +32,15 @@ def run(params: Params, checks: str | Path, metrics_path: str | Path, *, classif
     started = time.monotonic()
     turns = load_check_set(checks)
     backends: dict[str, Any] = {"offline": check_classifier(SurfaceClassifier(), turns)}
-    configured_report = backends["offline"]
-    with stage_run("judge", params, params.roles.classifier) as tracker:
+    configured = params.roles.classifier
+    with stage_run("judge", params, configured) as tracker:
         for role in ("classifier", "annotator"):
             cfg = getattr(params.roles, role)
-            if cfg.backend == "offline" and not (role == "classifier" and classifier is not None):
+            if cfg.backend == "offline":
                 continue
             usage = UsageCounter()
-            clf = classifier if (role == "classifier" and classifier is not None) else build_role(role, params.roles, usage=usage)
-            report = check_classifier(clf, turns)
+            report = check_classifier(build_role(role, params.roles, usage=usage), turns)
             backends[f"{role}:{cfg.backend}" + (f":{cfg.model}" if cfg.model else "")] = {**report, "usage": usage.as_dict()}
-            if role == "classifier":
-                configured_report = report
-        configured = params.roles.classifier
         metrics: dict[str, Any] = {
             "check_turns": len(turns),
             "clarify_turns": sum(t.action.value == "clarify" for t in turns),
@@ -60,11 +55,12 @@ def run(params: Params, checks: str | Path, metrics_path: str | Path, *, classif
     for name, r in backends.items():
         log.info("judge %s: accuracy %.3f, Macro F1 %.3f, clarify recall %.3f on %d check turns", name,
                  r["accuracy"], r["macro_f1"], r["clarify_recall"], len(turns))
-    if configured.backend != "offline" and configured_report["macro_f1"] < configured.min_check_f1:
-        raise JudgeCheckError(
-            f"roles.classifier: the {configured.backend} classifier scores Macro F1 {configured_report['macro_f1']:.3f} "
-            f"on the check set {checks}, below roles.classifier.min_check_f1={configured.min_check_f1} "
-            f"(figures in {metrics_path})")
+    if configured.backend != "offline":
+        f1 = next(r for name, r in backends.items() if name.startswith("classifier:"))["macro_f1"]
+        if f1 < configured.min_check_f1:
+            raise JudgeCheckError(
+                f"roles.classifier: the {configured.backend} classifier scores Macro F1 {f1:.3f} on the check set "
+                f"{checks}, below roles.classifier.min_check_f1={configured.min_check_f1} (figures in {metrics_path})")
     return metrics
 
 
