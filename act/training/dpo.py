@@ -34,7 +34,7 @@ def dpo_config(train: TrainParams, output_dir: str | Path, *, seed: int, report_
     (the fixed probe pairs) is scored before training and every `train.probe_every` steps."""
     from trl import DPOConfig
 
-    evals = dict(eval_strategy="steps", eval_steps=train.probe_every, eval_on_start=True,
+    evals = dict(eval_strategy="steps", eval_steps=train.probe_every, eval_on_start=True, prediction_loss_only=True,
                  per_device_eval_batch_size=train.batch_size) if probe and train.probe_every > 0 else {}
     return DPOConfig(
         **evals,
