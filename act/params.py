@@ -99,6 +99,9 @@ class RoleParams:
     """http: requests in flight at once; local: generation batch size."""
     prompt: str = ""
     """Prompt file under act/prompts, without .yaml (empty = the role's own, e.g. rejecter)."""
+    min_check_f1: float = 0.9
+    """classifier: an http/local backend must reach this Macro F1 on the labelled check set
+    (data/checks/classifier.jsonl) before simulate / train / evaluate use it, else the stage stops."""
 
     def __post_init__(self):
         check(self.temperature >= 0.0, "temperature must be >= 0")
@@ -107,6 +110,7 @@ class RoleParams:
         check(self.max_retries >= 0, "max_retries must be >= 0")
         check(self.backoff_s >= 0, "backoff_s must be >= 0")
         check(self.concurrency >= 1, "concurrency must be >= 1")
+        check(0.0 <= self.min_check_f1 <= 1.0, "min_check_f1 must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,8 @@ class PairsParams:
     """CLARIFY turns: the winning side is the whole gold continuation (question, user reply,
     answer) as in the reference code, or the clarifying question alone."""
     random_actions: bool = False
-    """Ablation "ACT w/ Random Actions": winning/losing actions sampled at random."""
+    """Ablation "ACT w/ Random Actions": winning/losing actions sampled at random (seeded); Phase 2
+    relabels against the drawn winning action too, so no phase sees the true action."""
     samples: int = 20
     """Pairs written to the human-readable sample file."""
 
@@ -212,8 +217,9 @@ class SftParams:
 class SimulateParams:
     max_new_tokens: int = 64
     """Tokens the policy may generate per turn."""
-    temperature: float = 1.0
-    """Sampling temperature of the policy (0 = greedy)."""
+    temperature: float = 0.0
+    """Sampling temperature of the simulate stage's samples (0 = greedy, as the reference code);
+    keep it equal to train.sample_temperature so the sampled-once ablation samples as ACT does."""
     max_clarify_turns: int = 1
     """Clarifying exchanges the simulated user answers per trajectory (the paper: 1)."""
     tolerance: float = 0.9
@@ -242,6 +248,16 @@ class TrainParams:
     """False: judge on-policy samples by their action only ("w/o trajectory simulation")."""
     mask_user_turns: bool = False
     """True keeps the simulated user's tokens out of the DPO loss (the reference trains on them)."""
+    sample_temperature: float = 0.0
+    """Temperature of the on-policy samples during training (0 = greedy, as the reference code's
+    `generate` call samples). At 1.0 a small policy rarely produces a winning trajectory."""
+    sample_top_p: float = 1.0
+    """Nucleus sampling of training samples (used when sample_temperature > 0; 1.0 = off)."""
+    sample_top_k: int = 0
+    """Top-k sampling of training samples (used when sample_temperature > 0; 0 = off)."""
+    probe_every: int = 5
+    """Every N optimizer steps, DPO margins and reward accuracy on the fixed probe set (the eval
+    split's Phase-1 pairs) are logged (as eval_rewards/*); 0 = off."""
     beta: float = 0.05
     """DPO temperature: higher = stay closer to the reference policy."""
     learning_rate: float = 5e-4
@@ -265,6 +281,9 @@ class TrainParams:
 
     def __post_init__(self):
         check(self.sample_every >= 1, "sample_every must be >= 1")
+        check(self.sample_temperature >= 0.0, "sample_temperature must be >= 0")
+        check(0.0 < self.sample_top_p <= 1.0 and self.sample_top_k >= 0, "sample_top_p must be in (0, 1], sample_top_k >= 0")
+        check(self.probe_every >= 0, "probe_every must be >= 0")
         check(self.beta > 0, "beta must be > 0")
         check(self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1")
         check(len(self.loss_type) >= 1, "loss_type needs at least one loss")
@@ -293,6 +312,9 @@ class EvaluateParams:
     """Local path of a sentence-embedding model for turn-level similarity; empty = off."""
     samples: int = 4
     """Trajectories per policy shown side by side with the gold in the HTML report."""
+    coqa_averaging: Literal["max", "leave_one_out"] = "max"
+    """Abg-CoQA / custom turn score over several gold answers: the best one (max), or the official
+    CoQA script's leave-one-out average (never higher)."""
 
     def __post_init__(self):
         check(len(self.policies) > 0, "policies must name at least one policy")

@@ -121,6 +121,46 @@ def plot_reward_margins(log: Sequence[dict], path: Path) -> Path | None:
     return path
 
 
+def plot_training_signal(log: Sequence[dict], path: Path) -> Path | None:
+    """What ACT training learns from: DPO margin and reward accuracy on the fixed probe set (the eval
+    split's Phase-1 pairs, `probe/*` entries of the training log) and, per sampling round, the share
+    of samples that clarify and the share that won (replaced the chosen side). None without either."""
+    probe = sorted((e["step"], e.get("probe/rewards/margins"), e.get("probe/rewards/accuracies")) for e in log
+                   if isinstance(e, dict) and "step" in e and "probe/rewards/margins" in e)
+    rounds = sorted((e["step"], e["samples/clarify"], e.get("samples/answer", 0), e.get("samples/policy_wins", 0))
+                    for e in log if isinstance(e, dict) and "step" in e and "samples/clarify" in e)
+    if not probe and not rounds:
+        return None
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.4))
+    if probe:
+        left.plot([s for s, _, _ in probe], [m for _, m, _ in probe], marker="o", ms=3, label="probe margin")
+        left.axhline(0.0, color="#999", lw=0.8)
+        acc = left.twinx()
+        acc.plot([s for s, _, _ in probe], [a for _, _, a in probe], color="tab:orange", ls="--", label="probe accuracy")
+        acc.set_ylim(0, 1.05)
+        acc.set_ylabel("reward accuracy")
+        acc.legend(loc="lower right", fontsize=8)
+        left.legend(loc="upper left", fontsize=8)
+    left.set_xlabel("training step")
+    left.set_ylabel("reward margin")
+    left.set_title("Fixed probe set (eval Phase-1 pairs)")
+    if rounds:
+        steps = [s for s, *_ in rounds]
+        totals = [max(1, c + a) for _, c, a, _ in rounds]
+        right.plot(steps, [c / t for (_, c, _, _), t in zip(rounds, totals)], marker="o", ms=3, label="samples that clarify")
+        right.plot(steps, [w / t for (_, _, _, w), t in zip(rounds, totals)], marker="s", ms=3, label="policy-side winners")
+        right.set_ylim(-0.02, 1.02)
+        right.legend(fontsize=8)
+    right.set_xlabel("training step (sampling round)")
+    right.set_ylabel("share of the round's samples")
+    right.set_title("On-policy samples per round")
+    fig.tight_layout()
+    path = save_png(fig, path)
+    plt.close(fig)
+    return path
+
+
 def write_plots(metrics: dict[str, dict], rows: Sequence[dict], train_log: Sequence[dict] | None,
                 out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
@@ -129,6 +169,9 @@ def write_plots(metrics: dict[str, dict], rows: Sequence[dict], train_log: Seque
     margins = plot_reward_margins(train_log or [], out / MARGINS_PNG)
     if margins is not None:
         paths.append(margins)
+    signal = plot_training_signal(train_log or [], out / "training_signal.png")
+    if signal is not None:
+        paths.append(signal)
     return paths
 
 

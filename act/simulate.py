@@ -9,7 +9,7 @@ every sampling round), by `stages/simulate.py`, and by evaluation.
 `relabel` turns a preference pair plus the policy's trajectory on its prompt into the pair the
 DPO update trains on:
 
-    sampled action != gold action            -> the sample becomes the losing side  (wrong_action)
+    sampled action != winning action         -> the sample becomes the losing side  (wrong_action)
     CLARIFY == gold, trajectory succeeds     -> the trajectory becomes the winner   (clarify_success)
     CLARIFY == gold, trajectory fails        -> the trajectory becomes the loser    (clarify_failure)
     ANSWER  == gold, answer succeeds         -> the answer becomes the winner       (answer_success)
@@ -144,6 +144,14 @@ def rollout(
     return out
 
 
+def offline_action(dataset: str, trajectory: Trajectory) -> str:
+    """The offline surface rule's action for the trajectory's first turn: set beside the configured
+    classifier's `first_action` to find the relabels the two judges disagree on."""
+    from act.roles.offline import surface_action
+
+    return surface_action(dataset, trajectory.first_response).value
+
+
 @dataclass(frozen=True)
 class RelabelDecision:
     outcome: str
@@ -163,9 +171,13 @@ def relabel(pair: dict[str, Any], trajectory: Trajectory, *, simulate: bool = Tr
 
     `pair` is a row of the pair dataset (`chosen`, `rejected`, `chosen_action`, `rejected_action`,
     `gold_action`). Success is the trajectory's own (`rollout` decided it: score >= tolerance).
-    With `simulate=False` only the first sampled turn is used and judged by its action alone
-    (the "w/o trajectory simulation" ablation)."""
-    gold = Action.parse(pair["gold_action"])
+    A sample takes the right action when it takes the pair's winning action
+    (`chosen_action`, as in the paper's Algorithm 2). That is the gold action, except under the
+    "ACT w/ Random Actions" ablation (`pairs.random_actions`), where the winning action was drawn at
+    random and so stays random in the relabelling too: no phase sees the true action. With
+    `simulate=False` only the first sampled turn is used and judged by its action alone (the
+    "w/o trajectory simulation" ablation)."""
+    gold = Action.parse(pair.get("chosen_action") or pair["gold_action"])
     sampled = Action.parse(trajectory.first_action)
     first_turn = [{"role": "assistant", "content": trajectory.first_response}]
     keep_chosen = (list(pair["chosen"]), str(pair["chosen_action"]))

@@ -1,5 +1,6 @@
 """Action classifier quality: accuracy and Macro F1 of a classifier backend against the gold
-action labels of the annotate outputs, per dataset and split.
+action labels of the annotate outputs, per dataset and split, and on the labelled check set
+(data/checks/classifier.jsonl: hand-written turns in many styles, accuracy per style).
 
     python benchmarks/classifier_quality.py                       # roles.classifier from params.yaml
     python benchmarks/classifier_quality.py -S roles.classifier.backend=http \
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--annotate-dir", default="data/annotate", help="folder with one annotate output per dataset")
+    p.add_argument("--checks", default="data/checks/classifier.jsonl", help="labelled check set (\"\" = skip)")
     p.add_argument("--json", default="", help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -72,9 +74,22 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(f"| {r['dataset']} | {r['split']} | {r['n']} | {r['clarify_turns']} | "
               f"{r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['clarify_precision']:.3f} | {r['clarify_recall']:.3f} |")
+    check = None
+    if args.checks:
+        from act.roles.checks import check_classifier, load_check_set
+
+        check = check_classifier(classifier, load_check_set(args.checks))
+        print(f"\ncheck set {args.checks}: {check['n']} turns, accuracy {check['accuracy']:.3f}, Macro F1 "
+              f"{check['macro_f1']:.3f}, clarify recall {check['clarify_recall']:.3f}, answer precision "
+              f"{check['answer_precision']:.3f}\n")
+        print("| style | accuracy |\n|---|---:|")
+        for style, acc in check["by_style"].items():
+            print(f"| {style} | {acc:.3f} |")
+        if check["errors"]:
+            print(f"\nmisjudged: {', '.join(check['errors'])}")
     print(f"\nusage: {usage.as_dict()}")
     if args.json:
-        write_json(args.json, {"backend": backend, "rows": rows, "usage": usage.as_dict()})
+        write_json(args.json, {"backend": backend, "rows": rows, "check_set": check, "usage": usage.as_dict()})
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     act ui                                       Prefect server + MLflow UI on 127.0.0.1
     act serve --cron "0 3 * * *"                 register the pipeline for scheduled runs
     act show                                     metrics of the workspace (and the ablation table)
+    act evaluate --data DIR --databases DIR --out DIR   the trained policies on any annotated held-out set
 
 Everything heavy (prefect, mlflow, dvc) is imported inside the verb that needs it, so `--help`
 answers at once.
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="headline metrics per policy and the ablation table")
     sh.add_argument("--metrics-file", default="metrics/evaluate.json")
     sh.add_argument("--all", action="store_true", help="every metrics file of the DAG (dvc metrics show)")
+
+    from flows.heldout import add_arguments
+
+    ev = sub.add_parser("evaluate", help="score the trained policies on any annotated held-out set (flows/heldout.py)")
+    add_arguments(ev)
+    ev.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ev.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="param override, e.g. -S evaluate.limit=20")
     return p
 
 
@@ -134,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.verb == "show":
         return show(root, args.metrics_file, every=args.all)
+    if args.verb == "evaluate":
+        from flows import heldout
+
+        return heldout.run(args)
     return 2  # pragma: no cover - argparse rejects unknown verbs
 
 

@@ -50,32 +50,36 @@ def read_train_log(path: str | Path | None) -> list[dict]:
     return [row for _, row in read_jsonl(path)]
 
 
-def load_eval_records(data: str | Path, limit: int = 0) -> list:
+def load_eval_records(data: str | Path, limit: int = 0, split: str = "eval") -> list:
+    """The labelled records of `split` of `data` ("all" = every split: a held-out corpus has no
+    training split to protect)."""
     from act.io import load_dataset_dict
     from act.records import validate_row
 
     dd = load_dataset_dict(data)
-    if "eval" not in dd:
-        raise ValueError(f"{data}: no 'eval' split (has {list(dd)})")
-    file = f"{data}/eval"
-    records = [validate_row(row, file=file, index=i) for i, row in enumerate(dd["eval"])]
+    names = list(dd) if split == "all" else [split]
+    missing = [n for n in names if n not in dd]
+    if missing:
+        raise ValueError(f"{data}: no split {missing[0]!r} (has {sorted(dd)}; --split all takes every one)")
+    records = [validate_row(row, file=f"{data}/{n}", index=i) for n in names for i, row in enumerate(dd[n])]
     records = [r for r in records if r.gold_action is not None]
     if limit:
         records = records[:limit]
     if not records:
-        raise ValueError(f"{file}: no labeled eval records to evaluate on")
+        raise ValueError(f"{data}: no labeled records to evaluate on in split {split!r}")
     return records
 
 
 def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[str, str], databases: str | Path | None,
         train_log: str | Path | None, out: str | Path, metrics_path: str | Path, plots_dir: str | Path,
-        report: str | Path, load_policy: PolicyLoader | None = None) -> dict[str, Any]:
+        report: str | Path, load_policy: PolicyLoader | None = None, split: str = "eval") -> dict[str, Any]:
     from act import report as report_mod
     from act.io import atomic_dir, save_dataset
     from act.metrics.embedding import load_similarity
     from act.metrics.levels import evaluate_policy
     from act.metrics.summary import combine_seeds, summarize
     from act.roles import build_role
+    from act.roles.checks import require_valid
     from act.roles.base import UsageCounter
     from act.tracking import stage_run
 
@@ -94,11 +98,12 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
             return policy
 
     started = time.monotonic()
-    records = load_eval_records(data, ev.limit)
+    records = load_eval_records(data, ev.limit, split)
     dataset = records[0].dataset
     with stage_run("evaluate", params, ev, tags={"act.dataset": dataset}) as tracker:
         usage = {"classifier": UsageCounter(), "simulator": UsageCounter()}
         classifier = build_role("classifier", params.roles, usage=usage["classifier"])
+        require_valid(classifier, params.roles.classifier)  # an LLM judge must pass the check set first
         simulator = build_role("simulator", params.roles, usage=usage["simulator"])
         similarity = load_similarity(ev.embedding_model)
         metrics: dict[str, Any] = {}
@@ -111,7 +116,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
                 seed_rows = evaluate_policy(
                     records, policy, classifier, simulator, max_turns=ev.max_turns,
                     tolerance=params.simulate.tolerance, db_dir=databases, sql_timeout_s=ev.sql_timeout_s,
-                    similarity=similarity,
+                    similarity=similarity, coqa_averaging=ev.coqa_averaging,
                 )
                 del policy
                 for r in seed_rows:
@@ -137,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     from stages.common import load, parser, setup_logging
 
     p = parser("evaluate", __doc__)
-    p.add_argument("--in", dest="data", required=True, help="annotated dataset dir (uses its eval split)")
+    p.add_argument("--in", dest="data", required=True, help="annotated dataset dir")
+    p.add_argument("--split", default="eval", help="split scored: eval (default), all, or any split name")
     p.add_argument("--base", required=True, help="base model dir")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
                    help="a LoRA adapter evaluated as policy NAME (repeatable)")
@@ -150,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     setup_logging()
     run(load(args), data=args.data, base=args.base, adapters=parse_adapters(args.adapter), databases=args.databases,
-        train_log=args.train_log, out=args.out, metrics_path=args.metrics, plots_dir=args.plots, report=args.report)
+        train_log=args.train_log, out=args.out, metrics_path=args.metrics, plots_dir=args.plots, report=args.report,
+        split=args.split)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 For each labelled assistant turn of the train split the gold turn wins and a turn taking the
 opposite action, written by the rejecter role (`roles.rejecter`), loses (`pairs.random_actions`
 draws the winning action at random instead: the "ACT w/ Random Actions" ablation). Every pair is
-schema-checked before it is written. Also reported: the configured classifier role's accuracy
+schema-checked before it is written. The eval split's turns give an `eval` split of pairs (gold
+always wins): the fixed probe set on which training logs its margins. Also reported: the configured classifier role's accuracy
 and Macro F1 on the gold-labelled turns, and how often it sees the rejected side taking the
 action it was asked to take.
 """
@@ -69,15 +70,21 @@ def run(params: Params, *, dataset: str, inp: str | Path, out: str | Path, sampl
         records = [validate_row(row, file=file, index=i) for i, row in enumerate(dd["train"])]
         pairs, counts = build_pairs(records, rejecter, clarify_winner=cfg.clarify_winner,
                                     random_actions=cfg.random_actions, seed=params.seed)
-        for i, row in enumerate(pairs):
+        # the eval split's Phase-1 pairs (gold wins, never random): the fixed probe set of training
+        probe: list[dict] = []
+        if "eval" in dd:
+            eval_records = [validate_row(row, file=f"{inp}/eval", index=i) for i, row in enumerate(dd["eval"])]
+            probe, _ = build_pairs(eval_records, rejecter, clarify_winner=cfg.clarify_winner, seed=params.seed)
+        for i, row in enumerate(pairs + probe):
             validate_pair(row, file=f"{out} (to be written)", index=i)
-        save_dataset(out, {"train": pairs})
+        save_dataset(out, {"train": pairs, **({"eval": probe} if probe else {})})
         with atomic_file(sample) as fh:
             fh.write(render_sample(pairs, cfg.samples, seed=params.seed,
                                    title=f"Preference pairs: {dataset} ({len(pairs)} pairs)"))
         metrics: dict[str, Any] = {
             "dataset": dataset,
             **counts,
+            "probe_pairs": len(probe),
             "gold_action": dict(sorted(Counter(p["gold_action"] for p in pairs).items())),
             "chosen_action": dict(sorted(Counter(p["chosen_action"] for p in pairs).items())),
             "multi_turn_chosen": sum(len(p["chosen"]) > 1 for p in pairs),

@@ -9,7 +9,9 @@ For every Phase-1 pair: sample the starting policy's response, classify its acti
 the task heuristic, and relabel the pair (`act.simulate.relabel`). Writes a DatasetDict with
 `train` (the relabelled pairs, pair schema plus `outcome`/`score`) and `trajectories`. These
 are the pairs of the "sampled once" ablation (`train.sampling: once`) and a picture of the
-starting policy; ACT itself re-samples during training.
+starting policy; ACT itself re-samples during training. With a model classifier (which must pass
+the labelled check set first), `judge_disagreements` counts the samples whose action the offline
+surface rule judges differently.
 """
 
 from __future__ import annotations
@@ -40,13 +42,17 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     from act.pairs import load_pairs
     from act.roles import build_role
     from act.roles.base import UsageCounter
-    from act.simulate import OUTCOMES, relabel, rollout
+    from act.simulate import OUTCOMES, offline_action, relabel, rollout
     from act.tracking import stage_run
 
     cfg = params.simulate
     started = time.monotonic()
     usage = {"classifier": UsageCounter(), "simulator": UsageCounter()}
-    classifier = classifier or build_role("classifier", params.roles, usage=usage["classifier"])
+    if classifier is None:
+        from act.roles.checks import require_valid
+
+        classifier = build_role("classifier", params.roles, usage=usage["classifier"])
+        require_valid(classifier, params.roles.classifier)  # an LLM judge must pass the check set first
     simulator = simulator or build_role("simulator", params.roles, usage=usage["simulator"])
     start = sft if params.train.init == "sft" else None
     with stage_run("simulate", params, cfg, tags={"act.dataset": params.dataset}) as tracker:
@@ -62,6 +68,8 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
         relabelled = [relabelled_row(p, d) for p, d in zip(pairs, decisions)]
         save_dataset(out, {"train": relabelled, "trajectories": [t.to_row() for t in trajectories]})
         outcomes = Counter(d.outcome for d in decisions)
+        disagree = ([r.id for r, t in zip(records, trajectories) if offline_action(r.dataset, t) != t.first_action]
+                    if params.roles.classifier.backend != "offline" else [])
         n = max(1, len(trajectories))
         metrics: dict[str, Any] = {
             "pairs": len(pairs),
@@ -71,6 +79,8 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
             "action_match_rate": round(sum(t.first_action == p["gold_action"] for p, t in zip(pairs, trajectories)) / n, 4),
             "success_rate": round(sum(t.success for t in trajectories) / n, 4),
             "mean_score": round(sum(t.score for t in trajectories) / n, 4),
+            "judge_disagreements": len(disagree),
+            "judge_disagreement_ids": disagree[:50],
             "terminated_rate": round(sum(t.terminated for t in trajectories) / n, 4),
             "generated_tokens": policy.generated_tokens,
             "rollout_seconds": round(rollout_s, 2),

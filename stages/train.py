@@ -11,9 +11,17 @@ relabelled before the DPO update (`act.training.act_trainer`). Ablations: `on_po
 trains on the Phase-1 pairs; `sampling: once` on the simulate stage's relabelled pairs;
 `simulate_trajectories: false` judges samples by action only; `init: base` starts unaligned.
 
+On-policy samples are drawn at `train.sample_temperature` (default 0: greedy, as the reference
+code). An http/local classifier must first pass the labelled check set (`roles.classifier.min_check_f1`).
+
 `data/train` holds `log.jsonl` (one line per logged step: DPO loss, rewards, margins,
-accuracies, relabel counts), `relabel.jsonl` (one line per sampling round: outcome counts and
-timings) and `rounds/step_XXXXX.jsonl` (the relabelled pairs of every round).
+accuracies, relabel counts; these are taken on the batch's fresh samples), `probe.jsonl` (DPO
+loss, margins and reward accuracy on the fixed probe set, the eval split's Phase-1 pairs, before
+training and every `train.probe_every` steps), `relabel.jsonl` (one line per sampling round:
+outcome counts, action mix of the samples, policy-side winners, judge disagreements, timings)
+and `rounds/step_XXXXX.jsonl` (the relabelled pairs of every round; a pair whose sample the
+offline rule judges differently from a model classifier carries `offline_action` and
+`judge_disagrees`).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     from act.metrics.task import record_scorer
     from act.model.loading import ADAPTER_MARKER
     from act.roles import build_role
+    from act.roles.checks import require_valid
     from act.training.act_trainer import OnPolicySampler
     from act.training.dpo import train_dpo
     from act.tracking import stage_run
@@ -49,19 +58,26 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
         pairs, records, source = *load_pairs(simulated, relabelled=True), "simulate"
     else:
         pairs, records, source = *load_pairs(pairs_dir), "pairs"
+    probe = load_probe(pairs_dir) if cfg.probe_every > 0 else []
     sampler = None
     if online:
+        if classifier is None:
+            classifier = build_role("classifier", params.roles)
+            require_valid(classifier, params.roles.classifier)  # an LLM judge must pass the check set first
         sampler = OnPolicySampler(
-            classifier=classifier or build_role("classifier", params.roles),
+            classifier=classifier,
             simulator=simulator or build_role("simulator", params.roles),
             scorer=record_scorer(databases), tolerance=sim.tolerance,
             max_clarify_turns=sim.max_clarify_turns, simulate_trajectories=cfg.simulate_trajectories,
-            max_new_tokens=sim.max_new_tokens, temperature=sim.temperature, max_prompt_tokens=sim.max_prompt_tokens,
+            max_new_tokens=sim.max_new_tokens, temperature=cfg.sample_temperature, top_p=cfg.sample_top_p,
+            top_k=cfg.sample_top_k, max_prompt_tokens=sim.max_prompt_tokens,
+            judge_backend=params.roles.classifier.backend,
         )
     with stage_run("train", params, cfg, tags={"act.dataset": params.dataset}) as tracker:
         with atomic_dir(out) as tmp:
             result = train_dpo(base, sft, pairs, records, tmp, cfg, seed=params.seed, sampler=sampler,
-                               report_to=["mlflow"] if tracker.run_id else "none", work_dir=Path(out).parent)
+                               report_to=["mlflow"] if tracker.run_id else "none", work_dir=Path(out).parent,
+                               probe=probe)
             (tmp / ADAPTER_MARKER).write_text(json.dumps({"adapter": True, "stage": "train", "init": cfg.init}) + "\n")
         with atomic_dir(log_dir) as tmp:
             by_step = {e["step"]: e for e in result.relabel_log}
@@ -70,6 +86,12 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
                     step = int(h.get("step", i + 1)) - 1  # TRL logs after the update; sampling happened before it
                     relabel = {k: v for k, v in by_step.get(step, {}).items() if k != "step"}
                     fh.write(json.dumps({**h, **relabel}, sort_keys=True) + "\n")
+                for h in result.probe_history:  # the probe figures, keyed apart from the batch's own
+                    fh.write(json.dumps({"step": h["step"], **{f"probe/{k}": v for k, v in h.items() if k != "step"}},
+                                        sort_keys=True) + "\n")
+            with open(tmp / "probe.jsonl", "w", encoding="utf-8") as fh:
+                for h in result.probe_history:
+                    fh.write(json.dumps(h, sort_keys=True) + "\n")
             with open(tmp / "relabel.jsonl", "w", encoding="utf-8") as fh:
                 for e in result.relabel_log:
                     fh.write(json.dumps(e, sort_keys=True) + "\n")
@@ -83,6 +105,17 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
                        artifacts=((out, "adapter"), (Path(log_dir) / "log.jsonl", "train_log")))
     log.info("train: %d steps, %d sampling rounds, %.1fs", metrics["steps"], metrics["sampling_rounds"], metrics["seconds"])
     return metrics
+
+
+def load_probe(pairs_dir: str | Path) -> list[dict]:
+    """The eval split's Phase-1 pairs (the fixed probe set), or none when the pair set has no eval split."""
+    from act.io import load_dataset_dict
+    from act.pairs import load_pairs
+
+    if "eval" not in load_dataset_dict(pairs_dir):
+        log.warning("%s has no eval split: no probe-set margins are logged (re-run the pairs stage)", pairs_dir)
+        return []
+    return load_pairs(pairs_dir, "eval")[0]
 
 
 def main(argv: list[str] | None = None) -> None:

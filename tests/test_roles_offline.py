@@ -33,6 +33,21 @@ C, A = Action.CLARIFY, Action.ANSWER
         ("ambigsql", "Do you mean this? SELECT name FROM singer", A),
         ("ambigsql", "Which columns of the singer table would you like to see?", C),
         ("ambigsql", "Sure. Should the results be sorted by age?", C),
+        # styles of other clarification corpora (not in the check set)
+        ("any", "are you searching for recipes that use leftover chicken", C),
+        ("any", "would you like information on the history of the castle", C),
+        ("ambigsql", "Which attributes of the pilots should be returned (e.g., name, rank)?", C),
+        ("ambigsql", "Which attributes should be returned, e.g. name or rank.", C),
+        ("pacific", "I can look that up. Which quarter do you mean? Then I will find the row.", C),
+        ("any", "Please specify the departure airport.", C),
+        ("any", "Let me know which colour you prefer.", C),
+        ("ambigsql", "Should I select every column from the pilot table?", C),
+        # answers that carry a "?" or an opener without asking
+        ("any", 'The book is titled "Where the Wild Things Are?" in some editions.', A),
+        ("ambigsql", "SELECT name FROM pilot WHERE note = 'why?'", A),
+        ("pacific", "Why did it grow? Mostly through acquisitions.", A),
+        ("pacific", "Revenue was $2.3 million. Would you like the quarterly split as well?", A),
+        ("pacific", "Which is why operating costs fell by 4%.", A),
     ],
 )
 def test_surface_classifier_hand_checked(dataset, response, expected):

@@ -151,3 +151,17 @@ def test_success_boundary_is_score_at_least_tolerance(score, outcome):
     d = relabel(PAIR_ANSWER, t)
     assert d.outcome == outcome
     assert (d.chosen if outcome == "answer_success" else d.rejected) == [{"role": "assistant", "content": "SELECT 9"}]
+
+
+def test_random_actions_ablation_relabels_against_the_drawn_winning_action():
+    """Under pairs.random_actions a pair whose drawn winner is CLARIFY on an ANSWER turn: a clarifying
+    sample takes the pair's (random) winning action, an answer loses, whatever the gold action."""
+    flipped = {**PAIR_ANSWER, "chosen_action": "clarify", "rejected_action": "answer",
+               "chosen": PAIR_ANSWER["rejected"], "rejected": PAIR_ANSWER["chosen"]}
+    answer = traj(GOLD_SQL, "answer", [{"role": "assistant", "content": GOLD_SQL}], 1.0)
+    assert relabel(flipped, answer).outcome == "wrong_action"
+    assert relabel(PAIR_ANSWER, answer).outcome == "answer_success"
+    ask = traj("Age?", "clarify", [{"role": "assistant", "content": "Age?"}, {"role": "user", "content": "30"},
+                                   {"role": "assistant", "content": GOLD_SQL}], 1.0)
+    d = relabel(flipped, ask)
+    assert d.outcome == "clarify_success" and d.replaced == "chosen" and d.rejected == PAIR_ANSWER["chosen"]

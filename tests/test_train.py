@@ -334,7 +334,7 @@ def test_stages_base_sft_simulate_train_write_their_outputs(tmp_path):
     records = make_records()
     save_dataset(tmp_path / "annotate", {"train": [r.to_row() for r in records]})
     pairs, _ = build_pairs(records, build_role("rejecter", RolesParams()))
-    save_dataset(tmp_path / "pairs", {"train": pairs})
+    save_dataset(tmp_path / "pairs", {"train": pairs, "eval": pairs[:4]})
     params = load_params(PARAMS, {
         "base.embedded": {"vocab_size": 400, "hidden_size": 32, "layers": 2, "heads": 2, "max_positions": 512,
                           "block_size": 64, "batch_size": 4, "steps": 5, "learning_rate": 2e-3},
@@ -356,7 +356,9 @@ def test_stages_base_sft_simulate_train_write_their_outputs(tmp_path):
     timings = read_json(m / "train.timings.json")
     assert "seconds" in timings and "sampling_seconds" in timings and "seconds" not in read_json(m / "train.json")
     assert read_json(m / "train.json") == {k: v for k, v in t.items() if k not in timings}
-    assert {p.name for p in (tmp_path / "trainlog").iterdir()} == {"log.jsonl", "relabel.jsonl", "rounds"}
+    assert {p.name for p in (tmp_path / "trainlog").iterdir()} == {"log.jsonl", "probe.jsonl", "relabel.jsonl", "rounds"}
+    probe = [json.loads(x) for x in (tmp_path / "trainlog" / "probe.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in probe] == [0, 2] and all("rewards/margins" in x for x in probe)
     lines = [json.loads(x) for x in (tmp_path / "trainlog" / "log.jsonl").read_text().splitlines()]
     assert any("rewards/margins" in x and "relabel/wrong_action" in x for x in lines)
     assert len(list((tmp_path / "trainlog" / "rounds").iterdir())) == 2

@@ -2,9 +2,15 @@
 
 Normalization: lower-case, remove punctuation, drop the articles a/an/the, collapse whitespace.
 F1 counts shared tokens with multiplicity (bag of words). When either side normalizes to no
-tokens, F1 is 1 if both are empty and 0 otherwise. Several gold alternatives: the best one counts.
-(The official script's leave-one-out averaging over four human answers needs all four; Abg-CoQA
-branches carry one answer plus optional alternates, so the maximum is used.)
+tokens, F1 is 1 if both are empty and 0 otherwise.
+
+Several gold answers, two averagings (`turn_f1` / `turn_em`, `averaging=`):
+- "max" (the default here): the best-matching gold answer counts. Abg-CoQA branches carry one
+  answer plus optional alternates, not four independent human answers, so this is what the
+  project reports.
+- "leave_one_out": the official CoQA script's turn score. With n > 1 gold answers, each one in
+  turn is left out and the maximum over the other n - 1 is taken; the turn scores the mean of
+  those n maxima. With one gold answer it is that answer's score. It is never above "max".
 """
 
 from __future__ import annotations
@@ -49,3 +55,27 @@ def best_f1(prediction: str, golds: Sequence[str]) -> float:
 
 def best_em(prediction: str, golds: Sequence[str]) -> float:
     return max((exact_match(prediction, g) for g in golds), default=0.0)
+
+
+AVERAGINGS = ("max", "leave_one_out")
+
+
+def _turn(metric, prediction: str, golds: Sequence[str], averaging: str) -> float:
+    if averaging not in AVERAGINGS:
+        raise ValueError(f"averaging must be one of {AVERAGINGS}, got {averaging!r}")
+    golds = list(golds)
+    if not golds:
+        return 0.0
+    if averaging == "max" or len(golds) == 1:
+        return max(metric(prediction, g) for g in golds)
+    return sum(max(metric(prediction, g) for g in golds[:i] + golds[i + 1:]) for i in range(len(golds))) / len(golds)
+
+
+def turn_f1(prediction: str, golds: Sequence[str], averaging: str = "max") -> float:
+    """F1 of one turn against its gold answers: "max" or the official "leave_one_out" (module doc)."""
+    return _turn(f1, prediction, golds, averaging)
+
+
+def turn_em(prediction: str, golds: Sequence[str], averaging: str = "max") -> float:
+    """Exact match of one turn, with the same averaging as `turn_f1`."""
+    return _turn(exact_match, prediction, golds, averaging)

@@ -26,14 +26,15 @@ Similarity = Callable[[Sequence[str], Sequence[str]], list[float]]
 def evaluate_policy(records: Sequence[TurnRecord], policy: Policy, classifier: ActionClassifier,
                     simulator: UserSimulator, *, max_turns: int, tolerance: float,
                     db_dir: str | Path | None = None, sql_timeout_s: float = 5.0,
-                    similarity: Similarity | None = None) -> list[dict[str, Any]]:
+                    similarity: Similarity | None = None, coqa_averaging: str = "max") -> list[dict[str, Any]]:
     """Rows (one per record, in order) for one policy and one sampling seed."""
     from act.simulate import rollout
 
     details: dict[str, TaskScore] = {}
 
     def scorer(record: TurnRecord, branch: Branch, answer: str) -> float:
-        detail = score_detail(record.dataset, answer, branch, record.meta, db_dir=db_dir, timeout_s=sql_timeout_s)
+        detail = score_detail(record.dataset, answer, branch, record.meta, db_dir=db_dir, timeout_s=sql_timeout_s,
+                              coqa_averaging=coqa_averaging)
         details[record.id] = detail
         return detail.score
 
@@ -48,7 +49,8 @@ def evaluate_policy(records: Sequence[TurnRecord], policy: Policy, classifier: A
         branch = rec.branches[traj.branch_index]
         turn: TaskScore | None = None
         if rec.action is Action.ANSWER:
-            turn = score_detail(rec.dataset, traj.first_response, branch, rec.meta, db_dir=db_dir, timeout_s=sql_timeout_s)
+            turn = score_detail(rec.dataset, traj.first_response, branch, rec.meta, db_dir=db_dir, timeout_s=sql_timeout_s,
+                                coqa_averaging=coqa_averaging)
         final = details.get(rec.id)
         rows.append({
             "record_id": rec.id,

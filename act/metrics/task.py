@@ -1,7 +1,8 @@
 """The task heuristic: one number in [0, 1] for a final answer against the branch the user followed.
 
     pacific   DROP/TAT-QA F1 against `branch.answers` in `branch.scale` (`act.metrics.drop`)
-    abg_coqa  CoQA token F1, best over `branch.answers` (`act.metrics.coqa`)
+    abg_coqa  CoQA token F1 over `branch.answers` (`act.metrics.coqa`): the best one, or the official
+              leave-one-out average with `coqa_averaging="leave_one_out"` (evaluate.coqa_averaging)
     custom    same as abg_coqa
     ambigsql  execution match of the predicted SQL against the gold SQL (`branch.target`, else
               `branch.answers[0]`) on `<db_dir>/<meta["db_id"]>/<db_id>.sqlite` (`act.metrics.sql`)
@@ -44,7 +45,7 @@ def pacific_answer_type(meta: dict) -> str:
 
 
 def score_detail(dataset: str, prediction: str | None, branch: Branch, meta: dict, *,
-                 db_dir: str | Path | None = None, timeout_s: float = 5.0) -> TaskScore:
+                 db_dir: str | Path | None = None, timeout_s: float = 5.0, coqa_averaging: str = "max") -> TaskScore:
     if dataset not in TASK_DATASETS:
         raise ValueError(f"no task metric for dataset {dataset!r}; expected one of {TASK_DATASETS}")
     if prediction is None or not str(prediction).strip():
@@ -55,10 +56,11 @@ def score_detail(dataset: str, prediction: str | None, branch: Branch, meta: dic
         em, f1 = pacific_em_f1(str(prediction), branch.answers, branch.scale, pacific_answer_type(meta))
         return TaskScore(float(f1), "ok", float(em))
     if dataset in ("abg_coqa", "custom"):
-        from act.metrics.coqa import best_em, best_f1
+        from act.metrics.coqa import turn_em, turn_f1
 
         golds = branch.answers or [branch.target]
-        return TaskScore(best_f1(str(prediction), golds), "ok", best_em(str(prediction), golds))
+        return TaskScore(turn_f1(str(prediction), golds, coqa_averaging), "ok",
+                         turn_em(str(prediction), golds, coqa_averaging))
     from act.metrics.sql import execution_match
 
     db_id = meta.get("db_id")

@@ -157,9 +157,11 @@ class HFPolicy:
     layers cost a fifth to a third of generation time otherwise)."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0,
-                 batch_size: int = 16, max_prompt_tokens: int | None = None, merge_lora: bool = True):
+                 batch_size: int = 16, max_prompt_tokens: int | None = None, top_p: float = 1.0, top_k: int = 0,
+                 merge_lora: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.top_p, self.top_k = top_p, top_k
         self.batch_size, self.max_prompt_tokens = batch_size, max_prompt_tokens
         self.merge_lora = merge_lora
         self.calls = 0
@@ -217,14 +219,15 @@ class HFPolicy:
         sample = self.temperature > 0
         seed = self.seed + self.calls
         self.calls += 1
-        # seeded per call, without touching the global generator that training (dropout, data order) uses
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        # a private RNG stream: sampling neither reseeds nor advances the global generator a trainer uses
+        forked = [device.index or 0] if device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=forked):
             torch.manual_seed(seed)
             gen = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device),
                 max_new_tokens=self.max_new_tokens, do_sample=sample,
-                temperature=self.temperature if sample else None, top_k=0 if sample else None,
-                top_p=1.0 if sample else None,
+                temperature=self.temperature if sample else None, top_k=self.top_k if sample else None,
+                top_p=self.top_p if sample else None,
                 pad_token_id=tok.pad_token_id, eos_token_id=stop_ids(self.model, tok), use_cache=True,
             )
         new = gen[:, input_ids.shape[1]:]

@@ -1,7 +1,9 @@
 """Deterministic roles that need no model: the embedded default runs on these.
 
 - `SurfaceClassifier`: the action a response takes, read from its surface form (SQL or a plain
-  statement answers; a final question, or an opener such as "Do you mean", clarifies).
+  statement answers; a question, an opener such as "are you looking for" without "?", or a
+  request such as "please specify ..." clarifies). Its error rate is measured on the labelled
+  check set `data/checks/classifier.jsonl` (`act.roles.checks`).
 - `OracleSimulator`: the simulated user replies with the dataset's recorded clarification answer,
   or restates its hidden intent when the dataset has none.
 - `TemplateRejecter`: writes the losing side by taking the opposite action: the gold final
@@ -20,35 +22,125 @@ from typing import Sequence
 from act.actions import Action
 from act.roles.base import ClassifyItem, RejectItem, SimulateItem, UsageCounter
 
-_SQL = re.compile(r"\bselect\b[\s\S]+?\bfrom\b|^\s*with\s+\w+\s+as\s*\(", re.IGNORECASE)
-_CLARIFY_OPENERS = (
-    "do you mean", "did you mean", "do you want", "are you asking", "are you referring",
-    "could you clarify", "can you clarify", "could you specify", "can you specify",
-    "what do you mean", "which ", "what kind of", "what type of", "what year", "what period",
-    "would you like", "should i ", "should the ", "is it ", "are you ",
+_SQL_TERM = r"(?:\*|'[^']*'|[\w.\"`\[\]]+(?:\s*\([^()]*\))?)"
+_SQL_ITEM = rf"{_SQL_TERM}(?:\s*[-+*/|]+\s*{_SQL_TERM})*(?:\s+as\s+\w+)?"
+_SQL = re.compile(
+    rf"\bselect\s+(?:distinct\s+)?{_SQL_ITEM}(?:\s*,\s*{_SQL_ITEM})*\s+from\s+[\w\"`\[(]"
+    r"|^\s*with\s+\w+\s+as\s*\(",
+    re.IGNORECASE,
 )
+"""A SELECT list of columns / expressions followed by FROM: "Should I select every column from
+the singer table?" is a question, "select name, age from singer" a query."""
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_QUOTED = re.compile(r"\"[^\"]*\"|\u201c[^\u201d]*\u201d|\u2018[^\u2019]*\u2019|`[^`]*`|(?<!\w)'[^']*'(?!\w)")
+_PAREN = re.compile(r"\([^()]*\)")
+_ABBREV = re.compile(r"\b(e\.g|i\.e|etc|vs)\.", re.IGNORECASE)
+
+# An interrogative opener that asks even without a "?" (ClariQ: "are you looking for ...").
+_OPENER = re.compile(
+    r"^(?:do|did) you (?:mean|want|need|prefer)(?![\w-])|^are you |^would you (?:like|prefer)\b|"
+    r"^what (?!a\b|an\b)|^which (?!is why|means|meant|was why|makes)|^how (?:many|much|do you|would you|should)\b|"
+    r"^should (?:i|we|the|it)\b|^is (?:it|this|that) (?:for|about)\b|^is it\b|^any\b.*\b(?:you|i should)\b|"
+    r"^could you (?:clarify|specify|tell me|let me know)\b|^can you (?:clarify|specify|tell me|let me know)\b",
+    re.IGNORECASE,
+)
+# A polite request for the missing detail ("Please specify which table you need.").
+_REQUEST = re.compile(
+    r"\b(?:please|kindly)\s+(?:\w+\s+)?(?:specify|clarify|confirm|indicate|tell me|let me know|say|choose|"
+    r"select|pick|state|provide|share)\b|"
+    r"^(?:let me know|tell me|i need to know|i'?m not sure|i am not sure|it'?s not clear|it is not clear|"
+    r"it'?s unclear|it is unclear)\s+(?:\w+\s+)?(?:which|what|whether|who|when|where|how|your|if you (?:mean|want|prefer))\b|"
+    r"\b(?:pick|choose|select) one\b|\bwhich one\b",
+    re.IGNORECASE,
+)
+# After a question: text that goes on about asking (not an answer to a rhetorical question).
+_GOES_ON_ASKING = re.compile(
+    r"\b(?:i will|i'll|i can|i could|once you|once i know|let me know|tell me|then i|so i can|both|either|"
+    r"depends|differ|differs|changes|one is|i see|there are|after that|before i)\b",
+    re.IGNORECASE,
+)
+# A strong clarifying form: counts mid-turn unless the next sentence answers it (yes / no / a value).
+_STRONG = re.compile(r"\b(?:do|did) you mean(?![\w-])|\bare you (?:asking|referring)\b|\bwhich one do you\b", re.IGNORECASE)
+_ANSWERS_IT = re.compile(r"^(?:yes|no|yep|nope|if so|in that case|then)\b|\d", re.IGNORECASE)
+_TAG = re.compile(r",\s*(?:right|correct|no|yes|isn't it|is that right|ok|okay)\s*\?$", re.IGNORECASE)
+# After an answer, an offer of more ("Would you like the 2018 figure too?") does not make it a question.
+_OFFER = re.compile(
+    r"^(?:would you like|do you (?:also )?(?:want|need)|want|need|shall i|should i also|is there anything|"
+    r"anything else|does (?:that|this)|can i help|may i help)\b",
+    re.IGNORECASE,
+)
+_PREFACE = re.compile(
+    r"^(?:sure(?: thing)?|of course|no problem|happy to help|i can do that|i can help(?: with that)?|good question|"
+    r"ok|okay|certainly|absolutely|great|got it|thanks)\W*$|"
+    r"\b(?:two|three|several|many|multiple|both|either|various|different|more than one|a few|unclear|not sure|depends)\b",
+    re.IGNORECASE,
+)
+_EXAMPLES = re.compile(r"^(?:eg\b|ie\b|for example|for instance|such as|examples?\b|like\b)", re.IGNORECASE)
 
 
 def looks_like_sql(text: str) -> bool:
     return bool(_SQL.search(text))
 
 
+def _sentences(text: str) -> list[str]:
+    """The turn's sentences, without quoted text (a quoted question is not asked), parentheticals
+    (examples such as "(e.g., name, age)") and trailing example lists ("For example, A or B.")."""
+    body = _QUOTED.sub(" ", text)
+    body = _ABBREV.sub(lambda m: m.group(1).replace(".", ""), body)
+    while _PAREN.search(body):
+        body = _PAREN.sub(" ", body)
+    body = re.sub(r"[ \t]+", " ", body)
+    parts = [s.strip() for s in _SENTENCE_END.split(body.strip()) if s.strip(" .,;:-\n")]
+    while len(parts) > 1 and _EXAMPLES.match(parts[-1]):
+        parts.pop()
+    return [re.split(r",\s*(?:eg|ie|for example|for instance|such as)\b", s, flags=re.IGNORECASE)[0].strip() or s
+            for s in parts]
+
+
+def _asks(sentence: str) -> bool:
+    """A question or a request for the missing detail, with or without a "?"."""
+    s = sentence.rstrip(" .,;:!")
+    if s.endswith("?") and not _TAG.search(s):
+        return True
+    after_colon = s.rsplit(": ", 1)[-1]  # "Single, double or suite: which room type would you like"
+    if len(s) < 200 and "=" not in s and (_OPENER.search(s) and ": " not in s or _OPENER.search(after_colon)):
+        return True
+    return bool(_REQUEST.search(s))
+
+
+def _gives_answer(sentence: str) -> bool:
+    return not _PREFACE.search(sentence.rstrip(" .!"))
+
+
 def surface_action(dataset: str, response: str) -> Action:
-    """CLARIFY when the response asks (ends its last sentence with "?" or opens like a
-    clarifying question), ANSWER otherwise. For AmbigSQL any SQL makes it an answer attempt,
+    """CLARIFY when the response asks the user for a missing detail, ANSWER otherwise.
+
+    It asks when its last sentence is a question ("?" outside quotes, parentheticals and trailing
+    examples), opens like one without the "?" ("are you looking for ..."), or requests the detail
+    ("please specify ..."), unless that question only offers more after an answer ("... $4.1
+    million. Would you like the 2018 figure too?"); or when a question mid-turn is followed by text
+    that goes on about asking ("Which year? Once you tell me, I will ...") rather than answering it
+    (a rhetorical "Why did it fall? Mainly because ..."). Any SQL query makes it an answer attempt,
     since a policy may hedge with a question and still commit to a query."""
     text = response.strip()
-    if not text:
+    if not text or looks_like_sql(text):
         return Action.ANSWER
-    if looks_like_sql(text):
+    sentences = _sentences(text)
+    if not sentences:
         return Action.ANSWER
-    if text.endswith("?") or _SENTENCE_END.split(text)[-1].rstrip().endswith("?"):
-        return Action.CLARIFY
-    # Annotators sometimes drop the "?" ("What year", "Do you mean initially, or at the end.").
-    lowered = text.lower()
-    if any(lowered.startswith(o) for o in _CLARIFY_OPENERS) and "=" not in text and len(text) < 200:
-        return Action.CLARIFY
+    *before, last = sentences
+    if _asks(last):
+        offer = _OFFER.search(last) and any(_gives_answer(s) and not _asks(s) for s in before)
+        return Action.ANSWER if offer else Action.CLARIFY
+    for i, s in enumerate(before):
+        if not _asks(s):
+            continue
+        rest = sentences[i + 1:]
+        if any(_GOES_ON_ASKING.search(r) for r in rest):
+            return Action.CLARIFY
+        if _STRONG.search(s) and not _ANSWERS_IT.search(rest[0]):
+            return Action.CLARIFY
     return Action.ANSWER
 
 

@@ -5,7 +5,9 @@ Every `sample_every` optimizer steps, before the DPO update on a batch, the trai
 a clarifying question) continue the conversation with the simulated user and score the outcome,
 relabels each pair with `act.simulate.relabel`, re-tokenizes the relabelled pairs exactly as the
 static ones were, collates them with the trainer's own collator, and hands that batch to the
-parent step. Batches in between train on their latest labels.
+parent step. Batches in between train on their latest labels. Each round logs the action mix of
+the samples, how many of them won (replaced the chosen side), and, with a model classifier, every
+sample the offline surface rule judges differently (in the round's pairs and `judge/disagreements`).
 
 How it hooks into TRL 1.16 (read from `trl/trainer/dpo_trainer.py`):
 - `_prepare_dataset` is replaced: `act.training.tokenize.tokenize_pair` mirrors TRL's
@@ -29,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from act.records import SYSTEM_TEMPLATE, TurnRecord
 from act.roles.base import ActionClassifier, UserSimulator
-from act.simulate import OUTCOMES, Scorer, relabel, rollout
+from act.simulate import OUTCOMES, Scorer, offline_action, relabel, rollout
 from act.training.tokenize import tokenize_pair
 
 log = logging.getLogger(__name__)
@@ -48,9 +50,15 @@ class OnPolicySampler:
     max_clarify_turns: int = 1
     simulate_trajectories: bool = True
     max_new_tokens: int = 64
-    temperature: float = 1.0
+    temperature: float = 0.0
+    """0 = greedy, as the reference code samples (train.sample_temperature)."""
+    top_p: float = 1.0
+    top_k: int = 0
     max_prompt_tokens: int | None = None
     system_template: str = SYSTEM_TEMPLATE
+    judge_backend: str = "offline"
+    """The classifier's backend. When it is a model, each round also asks the offline surface rule
+    and logs every sample the two judge differently (`judge/disagreements`)."""
 
 
 class TimedPolicy:
@@ -173,7 +181,7 @@ def make_trainer_class():
             t0 = time.perf_counter()
             policy = TimedPolicy(HFPolicy(
                 self.accelerator.unwrap_model(self.model), self.processing_class,
-                max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                 seed=self.args.seed * 100_003 + step, max_prompt_tokens=s.max_prompt_tokens,
             ))
             trajectories = rollout(
@@ -196,19 +204,29 @@ def make_trainer_class():
             counts = Counter(d.outcome for d in decisions)
             for outcome in OUTCOMES:
                 self._metrics["train"][f"relabel/{outcome}"].append(float(counts.get(outcome, 0)))
+            offline = ([offline_action(self.records[i].dataset, t) for i, t in zip(rows, trajectories)]
+                       if s.judge_backend != "offline" else [t.first_action for t in trajectories])
+            disagree = [o != t.first_action for o, t in zip(offline, trajectories)]
             entry = {
                 "step": step, "pairs": len(rows), **{f"relabel/{o}": counts.get(o, 0) for o in OUTCOMES},
+                "samples/clarify": sum(t.first_action == "clarify" for t in trajectories),
+                "samples/answer": sum(t.first_action == "answer" for t in trajectories),
+                "samples/policy_wins": sum(d.replaced == "chosen" for d in decisions),
+                "judge/disagreements": sum(disagree),
                 "time/sampling_s": round(policy.seconds, 4),
                 "time/simulation_s": round(t_rollout - policy.seconds, 4),
                 "time/relabel_total_s": round(time.perf_counter() - t0, 4),
             }
+            for key in ("samples/clarify", "samples/policy_wins", "judge/disagreements"):
+                self._metrics["train"][key].append(float(entry[key]))
             self.relabel_log.append(entry)
             round_pairs = [{
                 "step": step, "row_index": i, "id": self.records[i].id, "gold_action": self.pairs[i]["gold_action"],
                 "outcome": d.outcome, "replaced": d.replaced, "score": d.score,
                 "chosen_action": d.chosen_action, "rejected_action": d.rejected_action,
                 "chosen": d.chosen, "rejected": d.rejected, "trajectory": t.to_row(),
-            } for i, d, t in zip(rows, decisions, trajectories)]
+                **({"offline_action": o, "judge_disagrees": True} if dis else {}),
+            } for i, d, t, o, dis in zip(rows, decisions, trajectories, offline, disagree)]
             self.rounds.append({"step": step, "pairs": round_pairs})
             if self.on_round is not None:
                 self.on_round(entry)

@@ -28,11 +28,16 @@ from act.training.progress import quiet_bars, quiet_trainer, runtime_args
 log = logging.getLogger(__name__)
 
 
-def dpo_config(train: TrainParams, output_dir: str | Path, *, seed: int, report_to: str | list[str] = "none"):
-    """DPOConfig from the `train` section (CPU: use_cpu, no bf16)."""
+def dpo_config(train: TrainParams, output_dir: str | Path, *, seed: int, report_to: str | list[str] = "none",
+               probe: bool = False):
+    """DPOConfig from the `train` section (CPU: use_cpu, no bf16). With `probe`, the eval dataset
+    (the fixed probe pairs) is scored before training and every `train.probe_every` steps."""
     from trl import DPOConfig
 
+    evals = dict(eval_strategy="steps", eval_steps=train.probe_every, eval_on_start=True, prediction_loss_only=True,
+                 per_device_eval_batch_size=train.batch_size) if probe and train.probe_every > 0 else {}
     return DPOConfig(
+        **evals,
         output_dir=str(output_dir),
         beta=train.beta,
         loss_type=list(train.loss_type),
@@ -70,13 +75,19 @@ class TrainResult:
     log_history: list[dict] = field(default_factory=list)
     relabel_log: list[dict] = field(default_factory=list)
     rounds: list[dict] = field(default_factory=list)
+    probe_history: list[dict] = field(default_factory=list)
+    """{step, loss, rewards/margins, rewards/accuracies, ...} on the probe pairs, before training and every N steps."""
 
 
 def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[dict], records: Sequence[TurnRecord],
               out_dir: str | Path, train: TrainParams, *, seed: int, sampler=None,
-              report_to: str | list[str] = "none", work_dir: str | Path | None = None) -> TrainResult:
+              report_to: str | list[str] = "none", work_dir: str | Path | None = None,
+              probe: Sequence[dict] = ()) -> TrainResult:
     """Train the adapter with DPO on `pairs` (relabelled on-policy when `sampler` is given) and
-    save it to `out_dir`. `records[i]` is the record of `pairs[i]`."""
+    save it to `out_dir`. `records[i]` is the record of `pairs[i]`. `probe`: fixed pairs (the eval
+    split's Phase-1 pairs) whose DPO margins and reward accuracy are measured before training and
+    every `train.probe_every` steps: unlike the training batches' figures, taken on fresh samples,
+    these show whether the policy moves towards the gold action on turns it never trains on."""
     import tempfile
 
     from datasets import Dataset
@@ -93,10 +104,13 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
     rows = [{"prompt": normalize(tok, p["prompt"]), "chosen": list(p["chosen"]), "rejected": list(p["rejected"]),
              "row_index": i} for i, p in enumerate(pairs)]
     dataset = Dataset.from_list(rows)
+    use_probe = bool(probe) and train.probe_every > 0
+    probe_set = Dataset.from_list([{"prompt": list(p["prompt"]), "chosen": list(p["chosen"]),
+                                    "rejected": list(p["rejected"])} for p in probe]) if use_probe else None
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         trainer = make_trainer_class()(
-            model=model, args=dpo_config(train, tmp, seed=seed, report_to=report_to),
-            train_dataset=dataset, processing_class=tok, peft_config=peft_config,
+            model=model, args=dpo_config(train, tmp, seed=seed, report_to=report_to, probe=use_probe),
+            train_dataset=dataset, eval_dataset=probe_set, processing_class=tok, peft_config=peft_config,
             pairs=pairs, records=records, sampler=sampler, sample_every=train.sample_every,
             mask_user_turns=train.mask_user_turns,
         )
@@ -111,12 +125,24 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         t0 = time.perf_counter()
         out = trainer.train()
         seconds = time.perf_counter() - t0
+        probed = [h["step"] for h in trainer.state.log_history if "eval_rewards/margins" in h]
+        if use_probe and (not probed or probed[-1] != trainer.state.global_step):
+            trainer.evaluate()  # the probe figures of the trained policy, also between two probe steps
     trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
     history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
+    probe_history = [{"step": int(h["step"]), **{k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_")}}
+                     for h in trainer.state.log_history if "eval_rewards/margins" in h]
     steps = [h for h in history if "rewards/margins" in h]
     last = steps[-1] if steps else {}
-    totals = {f"relabel/{k.split('/', 1)[1]}": sum(e[k] for e in trainer.relabel_log)
-              for k in (trainer.relabel_log[0] if trainer.relabel_log else {}) if k.startswith("relabel/")}
+    totals = {k: sum(e[k] for e in trainer.relabel_log)
+              for k in (trainer.relabel_log[0] if trainer.relabel_log else {})
+              if k.startswith(("relabel/", "samples/", "judge/"))}
+    probe_figures = {}
+    if probe_history:
+        first_p, last_p = probe_history[0], probe_history[-1]
+        probe_figures = {"probe/pairs": len(trainer.eval_dataset),
+                         **{f"probe/{when}/{k}": round(float(h[k]), 6) for when, h in (("start", first_p), ("end", last_p))
+                            for k in ("rewards/margins", "rewards/accuracies", "loss") if k in h}}
     metrics = {
         "steps": int(trainer.state.global_step),
         "pairs": len(pairs),
@@ -133,5 +159,6 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         "mean/rewards/accuracies": round(sum(h["rewards/accuracies"] for h in steps) / len(steps), 6) if steps else 0.0,
         "mean/rewards/margins": round(sum(h["rewards/margins"] for h in steps) / len(steps), 6) if steps else 0.0,
         **totals,
+        **probe_figures,
     }
-    return TrainResult(metrics, history, trainer.relabel_log, trainer.rounds)
+    return TrainResult(metrics, history, trainer.relabel_log, trainer.rounds, probe_history)
