@@ -70,10 +70,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         fh.write("\n")
 
 
+def _utf8_error(path: Path, e: UnicodeDecodeError, record: "int | str | None" = None) -> RecordError:
+    return RecordError(str(path), record, None, f"not valid UTF-8 at byte {e.start} ({e.object[e.start:e.start + 4]!r}); "
+                       "re-save the file as UTF-8")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise _utf8_error(p, e) from None
     except json.JSONDecodeError as e:
         raise RecordError(str(p), None, None, f"invalid JSON at line {e.lineno}: {e.msg}") from None
 
@@ -90,8 +97,12 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line_number, object); a bad line raises RecordError naming file and line."""
     p = Path(path)
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _utf8_error(p, e, f"line {lineno}") from None
             if not line.strip():
                 continue
             try:

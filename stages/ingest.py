@@ -44,7 +44,8 @@ def load_grouped(params: Params, dataset: str, raw: str | Path, bad, stats: dict
     )
     stats.update(alternatives_kept=build_stats.alternatives_kept,
                  alternatives_dropped=build_stats.alternatives_dropped,
-                 perturbation_not_applicable=build_stats.not_applicable)
+                 perturbation_not_applicable=build_stats.not_applicable,
+                 vacuous_gold_dropped=build_stats.vacuous_gold)
     return grouped
 
 
