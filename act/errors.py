@@ -57,8 +57,6 @@ def run_cli(main: Callable[[], object]) -> None:
         if debug:
             traceback.print_exc()
         print(f"error: {one_line(e)}", file=sys.stderr)
-        if not debug:
-            print("(run with --debug or ACT_DEBUG=1 for the full traceback)", file=sys.stderr)
         sys.exit(1)
     if isinstance(result, int) and result:
         sys.exit(result)

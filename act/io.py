@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from act.errors import RecordError
+from act.errors import InputError, RecordError
 
 
 def _umask_mode(mode: int) -> int:
@@ -62,6 +62,16 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def require_dir(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path if it is an existing directory; else an InputError naming it and `what`
+    it should have been (e.g. "--adapter act"), so a typo never silently changes a result."""
+    p = Path(path)
+    if not p.is_dir():
+        problem = "is not a directory" if p.exists() else "does not exist"
+        raise InputError(f"{what}: {p} {problem}")
+    return p
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
