@@ -74,6 +74,28 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Every `*.safetensors` file in `path` (a file or a directory) is whole: its header parses and
+    the file is as long as the header says. A truncated or corrupt file is an InputError naming it
+    (the loaders' own errors do not)."""
+    p = Path(path)
+    files = sorted(p.glob("*.safetensors")) if p.is_dir() else [p] if p.suffix == ".safetensors" else []
+    for f in files:
+        size = f.stat().st_size
+        with f.open("rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                raise InputError(f"{f}: truncated or not a safetensors file (header length {n}, file {size} bytes)")
+            try:
+                header = json.loads(fh.read(n))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                raise InputError(f"{f}: corrupt safetensors header") from None
+        if 8 + n + end > size:
+            raise InputError(f"{f}: truncated: {size} bytes, the header describes {8 + n + end}")
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_file(path) as fh:
         json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False)
