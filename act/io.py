@@ -1,7 +1,9 @@
 """File I/O with all-or-nothing semantics: an interrupted stage leaves no half-written output.
 
 Every writer builds its output beside the destination under a temporary name and swaps it in
-with `os.replace` only once it is complete.
+with `os.replace` only once it is complete. The temporary name carries the writer's pid
+(`.<name>.tmp-<pid>-<random>`), so a later writer of the same destination removes what a killed
+one left behind (its pid is gone) and never touches a running writer's work.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import time
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -24,12 +28,53 @@ def _umask_mode(mode: int) -> int:
     return mode & ~mask
 
 
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)(?:-|$))?")
+LEGACY_STALE_S = 24 * 3600
+"""A leftover without a pid in its name (older layout) is removed once this old."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_leftovers(dest: str | os.PathLike) -> list[Path]:
+    """Remove temporaries of `dest` (`.<name>.tmp-*`, `.<name>.old-*`) whose writer is gone: its
+    pid is no running process (or, for names without a pid, it is over a day old). Returns them."""
+    dest = Path(dest)
+    removed: list[Path] = []
+    if not dest.parent.is_dir():
+        return removed
+    for entry in dest.parent.iterdir():
+        m = _LEFTOVER.match(entry.name)
+        if not m or m.group("name") != dest.name:
+            continue
+        stale = False
+        if m.group("pid"):
+            stale = int(m.group("pid")) != os.getpid() and not _pid_alive(int(m.group("pid")))
+        else:
+            with contextlib.suppress(OSError):
+                stale = time.time() - entry.lstat().st_mtime > LEGACY_STALE_S
+        if not stale:
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces `path` only if the block succeeds."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    clean_leftovers(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     os.chmod(tmp, _umask_mode(0o777))
     try:
         yield tmp
@@ -50,7 +95,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file that replaces `path` only if the block succeeds."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    clean_leftovers(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent)
     os.chmod(tmp, _umask_mode(0o666))
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
