@@ -32,11 +32,12 @@ def render_context(dialogue: dict, *, file: str, rid: Any, max_chars: int) -> st
     paragraphs = dialogue.get("paragraphs")
     if not isinstance(paragraphs, list):
         raise RecordError(file, rid, "paragraphs", "expected a list")
-    texts = []
-    for i, p in enumerate(sorted(paragraphs, key=lambda p: p.get("order", 0) if isinstance(p, dict) else 0)):
+    for i, p in enumerate(paragraphs):
         if not isinstance(p, dict) or not isinstance(p.get("text"), str):
             raise RecordError(file, rid, f"paragraphs[{i}].text", "expected str")
-        texts.append(p["text"].strip())
+        if not isinstance(p.get("order", 0), int):
+            raise RecordError(file, rid, f"paragraphs[{i}].order", "expected int")
+    texts = [p["text"].strip() for p in sorted(paragraphs, key=lambda p: p.get("order", 0))]
     rows = []
     for i, row in enumerate(table["table"]):
         if not isinstance(row, list):
