@@ -247,9 +247,13 @@ class _Sandbox:
 
     def _start(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None or self._owner != os.getpid():
+            # the worker imports this very package, wherever it was imported from here
+            package_root = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", "from act.metrics.sql import _serve; _serve()"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env=env,
             )
             self._owner = os.getpid()
         return self._proc
@@ -280,8 +284,11 @@ class _Sandbox:
                 return QueryResult("timeout", message=f"over {timeout_s:g} s (worker stopped)")
             header = proc.stdout.read(4)
             if len(header) < 4:
-                self._stop()
-                return QueryResult("error", message="the query worker died (over its memory limit?)")
+                code = proc.wait()
+                self._proc = None
+                if code == 1:  # a Python error in the worker itself (e.g. it cannot import act): loud
+                    raise RuntimeError(f"the SQL query worker failed to run ({sys.executable} exited 1)")
+                return QueryResult("error", message=f"the query worker died (exit {code}; over its memory limit?)")
             kind, value = pickle.loads(proc.stdout.read(int.from_bytes(header, "big")))
         if kind == "unavailable":
             raise DatabaseUnavailable(value)
