@@ -157,7 +157,7 @@ def test_time_limit_holds_inside_one_expensive_call(db):
     start = time.monotonic()
     r = execute(db, quadratic, timeout_s=0.5)
     took = time.monotonic() - start
-    assert r.status == "timeout" and took < 0.5 + 1.0, took
+    assert r.status == "timeout" and took < 3.0, took  # the call alone runs ~5 s unloaded
     assert _SANDBOX.kills == kills + 1
     # the next query gets a fresh worker and works
     assert execute(db, "SELECT count(*) FROM item").rows == ((3,),)
