@@ -1,6 +1,12 @@
-"""Errors that name exactly where bad input is: file, record and field."""
+"""Errors that name exactly where bad input is: file, record and field; and the one-line report
+a stage entry point gives for them (`run_cli`)."""
 
 from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Callable
 
 
 class RecordError(ValueError):
@@ -18,3 +24,47 @@ class RecordError(ValueError):
 
 class ParamsError(ValueError):
     """A bad params.yaml: unknown key, missing key or bad value. The message names the key."""
+
+
+class InputError(RuntimeError):
+    """A missing or unreadable input (a path given on the command line, a database that cannot
+    be opened, a truncated weights file). The message names the path."""
+
+
+def debug_enabled(argv: "list[str] | None" = None) -> bool:
+    """Full tracebacks on: `--debug` on the command line or ACT_DEBUG=1 in the environment."""
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get("ACT_DEBUG", "").strip().lower() in ("1", "true", "yes")
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a stage's `main()` as a command: any failure prints one line, `error: <message>`, to
+    stderr and exits 1 (130 on Ctrl-C); the full traceback only with --debug or ACT_DEBUG=1.
+    `--debug` is taken off the arguments before `main` parses them."""
+    debug = debug_enabled()
+    if "--debug" in sys.argv[1:]:
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--debug"]
+    try:
+        result = main()
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - the whole point is one clear line for any failure
+        if debug:
+            traceback.print_exc()
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(result, int) and result:
+        sys.exit(result)
+
+
+def one_line(e: BaseException) -> str:
+    """The message of `e` on one line; errors of our own speak for themselves, others are named."""
+    text = " ".join(str(e).split()) or "(no message)"
+    if isinstance(e, (RecordError, ParamsError, InputError)):
+        return text
+    return f"{type(e).__name__}: {text}"

@@ -1,7 +1,9 @@
 """File I/O with all-or-nothing semantics: an interrupted stage leaves no half-written output.
 
 Every writer builds its output beside the destination under a temporary name and swaps it in
-with `os.replace` only once it is complete.
+with `os.replace` only once it is complete. The temporary name carries the writer's pid
+(`.<name>.tmp-<pid>-<random>`), so a later writer of the same destination removes what a killed
+one left behind (its pid is gone) and never touches a running writer's work.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import time
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from act.errors import RecordError
+from act.errors import InputError, RecordError
 
 
 def _umask_mode(mode: int) -> int:
@@ -24,12 +28,53 @@ def _umask_mode(mode: int) -> int:
     return mode & ~mask
 
 
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)(?:-|$))?")
+LEGACY_STALE_S = 24 * 3600
+"""A leftover without a pid in its name (older layout) is removed once this old."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_leftovers(dest: str | os.PathLike) -> list[Path]:
+    """Remove temporaries of `dest` (`.<name>.tmp-*`, `.<name>.old-*`) whose writer is gone: its
+    pid is no running process (or, for names without a pid, it is over a day old). Returns them."""
+    dest = Path(dest)
+    removed: list[Path] = []
+    if not dest.parent.is_dir():
+        return removed
+    for entry in dest.parent.iterdir():
+        m = _LEFTOVER.match(entry.name)
+        if not m or m.group("name") != dest.name:
+            continue
+        stale = False
+        if m.group("pid"):
+            stale = int(m.group("pid")) != os.getpid() and not _pid_alive(int(m.group("pid")))
+        else:
+            with contextlib.suppress(OSError):
+                stale = time.time() - entry.lstat().st_mtime > LEGACY_STALE_S
+        if not stale:
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces `path` only if the block succeeds."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    clean_leftovers(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     os.chmod(tmp, _umask_mode(0o777))
     try:
         yield tmp
@@ -50,7 +95,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary file that replaces `path` only if the block succeeds."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    clean_leftovers(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent)
     os.chmod(tmp, _umask_mode(0o666))
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
@@ -64,16 +110,55 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+def require_dir(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path if it is an existing directory; else an InputError naming it and `what`
+    it should have been (e.g. "--adapter act"), so a typo never silently changes a result."""
+    p = Path(path)
+    if not p.is_dir():
+        problem = "is not a directory" if p.exists() else "does not exist"
+        raise InputError(f"{what}: {p} {problem}")
+    return p
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Every `*.safetensors` file in `path` (a file or a directory) is whole: its header parses and
+    the file is as long as the header says. A truncated or corrupt file is an InputError naming it
+    (the loaders' own errors do not)."""
+    p = Path(path)
+    files = sorted(p.glob("*.safetensors")) if p.is_dir() else [p] if p.suffix == ".safetensors" else []
+    for f in files:
+        size = f.stat().st_size
+        with f.open("rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                raise InputError(f"{f}: truncated or not a safetensors file (header length {n}, file {size} bytes)")
+            try:
+                header = json.loads(fh.read(n))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                raise InputError(f"{f}: corrupt safetensors header") from None
+        if 8 + n + end > size:
+            raise InputError(f"{f}: truncated: {size} bytes, the header describes {8 + n + end}")
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_file(path) as fh:
         json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False)
         fh.write("\n")
 
 
+def _utf8_error(path: Path, e: UnicodeDecodeError, record: "int | str | None" = None) -> RecordError:
+    return RecordError(str(path), record, None, f"not valid UTF-8 at byte {e.start} ({e.object[e.start:e.start + 4]!r}); "
+                       "re-save the file as UTF-8")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise _utf8_error(p, e) from None
     except json.JSONDecodeError as e:
         raise RecordError(str(p), None, None, f"invalid JSON at line {e.lineno}: {e.msg}") from None
 
@@ -90,8 +175,12 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line_number, object); a bad line raises RecordError naming file and line."""
     p = Path(path)
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _utf8_error(p, e, f"line {lineno}") from None
             if not line.strip():
                 continue
             try:

@@ -359,15 +359,17 @@ class Params:
 
 def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
     """Load and check a params file. `overrides` maps dotted keys to values (like `dvc exp -S`)."""
-    import yaml
+    from act.errors import ParamsError
+    from act.params_loader import load_yaml
 
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        from act.errors import ParamsError
-
-        raise ParamsError(f"{p}: invalid YAML: {e}") from None
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{p}: not valid UTF-8 at byte {e.start}") from None
+    data = load_yaml(text, str(p)) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{p}: expected a mapping of sections, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")

@@ -1,8 +1,13 @@
 """Strict loading of YAML into frozen dataclasses.
 
-Unknown keys, missing keys and values of the wrong type fail with a `ParamsError` that names the
-full dotted key (e.g. ``train.lora.r``). Supported field types: str, int, float, bool, Literal,
-Optional[...], list[...], dict[str, ...] and nested dataclasses.
+Unknown keys, missing keys, values of the wrong type and numbers out of range fail with a
+`ParamsError` that names the full dotted key (e.g. ``train.lora.r``). Supported field types: str,
+int, float, bool, Literal, Optional[...], list[...], dict[str, ...] and nested dataclasses.
+
+Ranges, by field name, for every section at once: a number named in `POSITIVE` (sizes, lengths,
+learning rates, time limits) must be > 0; any other number must be >= 0, except those in `SIGNED`
+(`max_steps: -1` means "no cap"). A section's own `__post_init__` adds finer checks.
+YAML with a key given twice in one mapping is refused (`load_yaml`): the last one would win silently.
 """
 
 from __future__ import annotations
@@ -15,6 +20,54 @@ from typing import Any, Literal, Union
 from act.errors import ParamsError
 
 _MISSING = dataclasses.MISSING
+
+POSITIVE = frozenset({
+    "learning_rate", "batch_size", "epochs", "gradient_accumulation_steps", "max_length", "max_new_tokens",
+    "max_tokens", "max_prompt_tokens", "max_context_chars", "timeout_s", "query_timeout_s", "sql_timeout_s",
+    "vocab_size", "hidden_size", "layers", "heads", "max_positions", "block_size", "concurrency", "sample_every",
+    "beta", "r", "alpha",
+})
+"""Numeric fields that must be > 0, whatever section they are in."""
+SIGNED = frozenset({"max_steps", "seed", "seeds"})
+"""Numeric fields that may be negative."""
+
+
+def check_range(name: str, value: Any, key: str) -> None:
+    """The generic range rule above for field `name` (dotted `key` for the message)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if v != v:  # NaN
+            raise ParamsError(f"{key}: {v!r} is not a number")
+        if name in POSITIVE and v <= 0:
+            raise ParamsError(f"{key}: must be > 0, got {v!r}")
+        if name not in POSITIVE and name not in SIGNED and v < 0:
+            raise ParamsError(f"{key}: must be >= 0, got {v!r}")
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load`, but a key given twice in one mapping is a ParamsError naming it and its line."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ParamsError(f"{source}: key {key!r} appears twice in one mapping (lines {seen[key] + 1} "
+                                  f"and {key_node.start_mark.line + 1}); the last one would win silently")
+            seen[key] = key_node.start_mark.line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{source}: invalid YAML: {e}") from None
 
 
 def _type_name(tp: Any) -> str:
@@ -94,11 +147,12 @@ def load_dataclass(cls: type, data: Any, key: str) -> Any:
         sub = f"{key}.{name}" if key else name
         if name in data:
             kwargs[name] = convert(data[name], hints[name], sub)
+            check_range(name, kwargs[name], sub)
         elif f.default is _MISSING and f.default_factory is _MISSING:
             raise ParamsError(f"{sub}: missing required key")
     try:
         obj = cls(**kwargs)
-    except (ValueError, TypeError) as e:  # __post_init__ checks
+    except (ValueError, TypeError, ArithmeticError) as e:  # __post_init__ checks
         raise ParamsError(f"{key}: {e}") from None
     return obj
 

@@ -74,7 +74,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
         train_log: str | Path | None, out: str | Path, metrics_path: str | Path, plots_dir: str | Path,
         report: str | Path, load_policy: PolicyLoader | None = None, split: str = "eval") -> dict[str, Any]:
     from act import report as report_mod
-    from act.io import atomic_dir, save_dataset
+    from act.io import atomic_dir, require_dir, save_dataset
     from act.metrics.embedding import load_similarity
     from act.metrics.levels import evaluate_policy
     from act.metrics.summary import combine_seeds, summarize
@@ -87,7 +87,12 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
     missing = [p for p in ev.policies if p != "base" and p not in adapters]
     if missing:
         raise ValueError(f"evaluate.policies names {missing} but no --adapter NAME=DIR was given for them")
+    if databases is not None:
+        require_dir(databases, "--databases")
     if load_policy is None:
+        for name in ev.policies:
+            if name in adapters:  # a missing adapter dir would silently evaluate the base model
+                require_dir(adapters[name], f"--adapter {name}")
         from act.model import load_policy as load_hf
 
         def load_policy(base_dir: str, adapter_dir: str | None, seed: int):
@@ -161,4 +166,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from act.errors import run_cli
+
+    run_cli(main)  # one-line errors; --debug or ACT_DEBUG=1 for the traceback

@@ -48,7 +48,8 @@ def _build_ambigsql(params: Params, raw: str | Path, bad, stats: dict[str, Any])
     )
     stats.update(alternatives_kept=build_stats.alternatives_kept,
                  alternatives_dropped=build_stats.alternatives_dropped,
-                 perturbation_not_applicable=build_stats.not_applicable)
+                 perturbation_not_applicable=build_stats.not_applicable,
+                 vacuous_gold_dropped=build_stats.vacuous_gold)
     return grouped
 
 
@@ -136,4 +137,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from act.errors import run_cli
+
+    run_cli(main)  # one-line errors; --debug or ACT_DEBUG=1 for the traceback

@@ -36,7 +36,7 @@ def relabelled_row(pair: dict, decision) -> dict[str, Any]:
 def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | Path, databases: str | Path,
         out: str | Path, metrics_path: str | Path, classifier=None, simulator=None) -> dict[str, Any]:
     """`classifier` / `simulator` replace the configured roles (e.g. in tests)."""
-    from act.io import save_dataset
+    from act.io import require_dir, save_dataset
     from act.metrics.task import record_scorer
     from act.model.loading import load_policy
     from act.pairs import load_pairs
@@ -46,6 +46,9 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     from act.tracking import stage_run
 
     cfg = params.simulate
+    if params.train.init == "sft":
+        require_dir(sft, "--sft")  # a missing SFT dir would silently sample the base model
+    require_dir(databases, "--databases")
     started = time.monotonic()
     usage = {"classifier": UsageCounter(), "simulator": UsageCounter()}
     if classifier is None:
@@ -108,4 +111,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from act.errors import run_cli
+
+    run_cli(main)  # one-line errors; --debug or ACT_DEBUG=1 for the traceback

@@ -41,7 +41,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
         databases: str | Path, out: str | Path, log_dir: str | Path, metrics_path: str | Path,
         classifier=None, simulator=None) -> dict[str, Any]:
     """`classifier` / `simulator` replace the configured roles (e.g. in tests)."""
-    from act.io import atomic_dir
+    from act.io import atomic_dir, require_dir
     from act.metrics.task import record_scorer
     from act.model.loading import ADAPTER_MARKER
     from act.roles import build_role
@@ -52,6 +52,8 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     from act.pairs import load_pairs
 
     cfg, sim = params.train, params.simulate
+    require_dir(sft, "--sft")  # a missing SFT dir would silently train from the base model
+    require_dir(databases, "--databases")
     started = time.monotonic()
     online = cfg.on_policy and cfg.sampling == "every"
     if cfg.on_policy and cfg.sampling == "once":
@@ -137,4 +139,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from act.errors import run_cli
+
+    run_cli(main)  # one-line errors; --debug or ACT_DEBUG=1 for the traceback

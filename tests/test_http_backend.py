@@ -6,6 +6,13 @@ behaviours per request: ok, 429, 500, slow (past the client's timeout), badjson.
 
 import json
 import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from dataclasses import replace
@@ -18,7 +25,7 @@ from act.params import RoleParams, RolesParams
 from act.roles import build_role
 from act.roles.base import ClassifyItem, RejectItem, UsageCounter
 from act.roles.cache import CallCache
-from act.roles.http import HttpChat, RoleCallError
+from act.roles.http import BREAKER_FAILURES, HttpChat, RoleCallError
 
 KEY = "sk-test-7f3a9c1e-do-not-leak"
 KEY_ENV = "ACT_TEST_ROLE_KEY"
@@ -34,6 +41,11 @@ class FakeOpenAI:
         self.answer = lambda body: "hello"
         self.lock = threading.Lock()
         self.delay = 0.0
+        self.steps: dict[str, str] = {}
+        """Behaviour per request content (beats `script`), e.g. {"q5": "400"}."""
+        self.answered: list[str] = []
+        """Contents of the requests that got a full 200 reply."""
+        self.gate = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,7 +57,8 @@ class FakeOpenAI:
                 with server.lock:
                     server.requests.append(body)
                     server.auth.append(self.headers.get("Authorization"))
-                    step = server.script.pop(0) if server.script else "ok"
+                    content = body["messages"][-1]["content"]
+                    step = server.steps.get(content) or (server.script.pop(0) if server.script else "ok")
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
@@ -59,7 +72,22 @@ class FakeOpenAI:
                     time.sleep(server.delay)
                 if step == "slow":
                     time.sleep(0.6)
-                if step in ("429", "500", "401"):
+                if step == "gate":  # hold the reply until the test opens the gate
+                    server.gate.wait(timeout=30)
+                if step == "trickle":  # headers, then one byte every 0.5 s
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    try:
+                        for _ in range(40):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(0.5)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
+                if step in ("429", "500", "400", "401", "403", "404"):
                     self.send_response(int(step))
                     if step == "429":
                         self.send_header("Retry-After", "3")
@@ -82,6 +110,9 @@ class FakeOpenAI:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
+                    self.wfile.flush()
+                    with server.lock:
+                        server.answered.append(body["messages"][-1]["content"])
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout)
 
@@ -92,6 +123,7 @@ class FakeOpenAI:
         self.thread.start()
 
     def close(self):
+        self.gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -250,3 +282,123 @@ def test_prompted_rejecter_sees_only_target_action_examples(server, key, tmp_pat
     shots = [m["content"] for m in sent if m["role"] == "assistant"]
     assert shots == ["Which year are you asking about?"]
     assert "Ask exactly one short clarifying question" in sent[-1]["content"]
+
+
+# ------------------------------------------------------------------------ faults: nothing paid twice
+def _items(n):
+    return [[{"role": "user", "content": f"q{i}"}] for i in range(n)]
+
+
+def _cached(tmp_path) -> int:
+    path = tmp_path / "cache" / CallCache.FILE
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    except sqlite3.OperationalError:  # table not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+def test_permanent_error_stops_new_calls_and_keeps_every_paid_reply(server, key, tmp_path):
+    """One HTTP 400 among 100 items: calls stop at once, every reply paid for is stored, and the
+    rerun pays only for the calls never answered."""
+    server.delay = 0.02
+    server.steps = {"q5": "400"}
+    with pytest.raises(RoleCallError, match="HTTP 400"):
+        _chat(server, tmp_path, concurrency=4).complete(_items(100))
+    paid = list(server.answered)
+    assert len(server.requests) <= 6 + 4  # q0..q5 plus at most the calls already in flight
+    assert _cached(tmp_path) == len(paid) >= 5
+    server.steps, server.requests, server.answered = {}, [], []
+    rerun = _chat(server, tmp_path, concurrency=4)
+    assert rerun.complete(_items(100)) == ["hello"] * 100
+    repeated = set(paid) & {r["messages"][-1]["content"] for r in server.requests}
+    assert repeated == set() and len(server.requests) == 100 - len(paid)
+
+
+@pytest.mark.parametrize("status, hint", [("401", "api_key_env"), ("403", "not allowed"), ("404", "base_url")])
+def test_auth_and_not_found_fail_fast(server, key, tmp_path, status, hint):
+    server.steps = {f"q{i}": status for i in range(50)}
+    start = time.monotonic()
+    with pytest.raises(RoleCallError, match=f"HTTP {status}.*{hint}"):
+        _chat(server, tmp_path, concurrency=4, max_retries=5).complete(_items(50))
+    assert len(server.requests) <= 4  # no retry, no new call after the first failure
+    assert time.monotonic() - start < 5
+
+
+def test_dead_endpoint_trips_the_circuit_breaker(server, key, tmp_path):
+    """Every request answers 500: without a breaker 50 items x 6 attempts = 300 requests."""
+    server.steps = {f"q{i}": "500" for i in range(50)}
+    chat = _chat(server, tmp_path, concurrency=4, max_retries=5)
+    with pytest.raises(RoleCallError, match="in a row|failed after"):
+        chat.complete(_items(50))
+    assert len(server.requests) <= BREAKER_FAILURES + 4
+    with pytest.raises(RoleCallError, match="in a row"):  # later calls fail at once
+        chat.complete([[{"role": "user", "content": "another"}]])
+    assert len(server.requests) <= BREAKER_FAILURES + 4
+
+
+def test_unreachable_endpoint_trips_the_circuit_breaker(key, tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there: connection refused
+    cfg = RoleParams(backend="http", model="m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=KEY_ENV,
+                     timeout_s=0.5, max_retries=5, backoff_s=0.0, concurrency=4)
+    chat = HttpChat(cfg, role="simulator", cache=None, sleep=lambda s: None)
+    start = time.monotonic()
+    with pytest.raises(RoleCallError):
+        chat.complete(_items(50))
+    assert chat.attempts <= BREAKER_FAILURES + 4 and time.monotonic() - start < 5
+
+
+def test_trickling_server_is_cut_at_the_total_deadline(server, key, tmp_path):
+    """One byte every 0.5 s never trips a per-read timeout of 1 s; the request deadline does."""
+    server.script = ["trickle"]
+    start = time.monotonic()
+    with pytest.raises(RoleCallError, match=r"no reply within timeout_s=1"):
+        _chat(server, tmp_path, timeout_s=1.0, max_retries=0).complete([CHAT])
+    assert time.monotonic() - start < 2.0
+
+
+_CLIENT = textwrap.dedent("""
+    import sys
+    from act.params import RoleParams
+    from act.roles.cache import CallCache
+    from act.roles.http import HttpChat
+    url, cache_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    cfg = RoleParams(backend="http", model="test-model", base_url=url, api_key_env="", timeout_s=30,
+                     max_retries=0, concurrency=4, max_tokens=32)
+    chat = HttpChat(cfg, role="classifier", cache=CallCache.open(cache_dir))
+    chat.complete([[{"role": "user", "content": f"q{i}"}] for i in range(n)])
+""")
+
+
+def test_sigkill_mid_run_loses_no_paid_reply(server, tmp_path):
+    """A real SIGKILL while the first request is still slow and 12 others were answered: all 12
+    are stored, and the rerun pays for none of them again."""
+    n = 30
+    server.steps = {f"q{i}": "gate" for i in [0, *range(13, n)]}
+    proc = subprocess.Popen([sys.executable, "-c", _CLIENT, server.url, str(tmp_path / "cache"), str(n)],
+                            cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 60
+        while _cached(tmp_path) < 12 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert _cached(tmp_path) == 12, "the 12 answered calls must be stored while the run goes on"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    paid = set(server.answered)
+    assert len(paid) == 12
+    server.gate.set()
+    server.steps, server.requests = {}, []
+    rerun = _chat(server, tmp_path)
+    assert rerun.complete(_items(n)) == ["hello"] * n
+    sent = {r["messages"][-1]["content"] for r in server.requests}
+    assert sent & paid == set() and len(server.requests) == n - 12
+    assert rerun.usage.cache_hits == 12

@@ -60,3 +60,21 @@ def test_bad_record_names_file_record_and_field(tmp_path, mutate, field):
     assert e.value.record == "story1|9|2" and e.value.field == field
     grouped, bad = _load(tmp_path, "skip")
     assert bad.skipped == 1 and len(grouped) == 2
+
+
+def test_duplicate_id_is_refused_or_skipped_and_counted(tmp_path):
+    data = json.loads((FIXTURE / "coqa_abg_val.json").read_text())
+    data["data"].append(json.loads(json.dumps(data["data"][0])))
+    (tmp_path / "coqa_abg_val.json").write_text(json.dumps(data))
+    with pytest.raises(RecordError) as e:
+        _load(tmp_path)
+    assert e.value.field == "id" and e.value.record == "3 (story1|9|2)" and "first seen at record 0" in str(e.value)
+    grouped, bad = _load(tmp_path, "skip")
+    assert bad.skipped == 1 and bad.by_field == {"id": 1} and len(grouped) == 3
+
+
+def test_non_utf8_bytes_name_the_file(tmp_path):
+    raw = (FIXTURE / "coqa_abg_val.json").read_bytes()
+    (tmp_path / "coqa_abg_val.json").write_bytes(raw.replace(b"ropes", b"rop\xff\xfes", 1))
+    with pytest.raises(RecordError, match=r"coqa_abg_val.json: not valid UTF-8 at byte \d+"):
+        _load(tmp_path)

@@ -11,6 +11,7 @@ from act.data import ambigsql
 from act.data.bad_records import BadRecords
 from act.data.sqldb import QueryError, db_path, execute, render_schema, same_result
 from act.errors import RecordError
+from act.metrics.sql import DatabaseUnavailable, is_vacuous
 
 ROOT = Path(__file__).resolve().parents[1]
 SPIDER = ROOT / "data" / "raw" / "spider"
@@ -98,7 +99,7 @@ def test_query_time_limit_and_read_only():
     slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
     with pytest.raises(QueryError, match="timed out"):
         execute(DB, slow, timeout_s=0.2)
-    with pytest.raises(QueryError, match="readonly"):
+    with pytest.raises(QueryError, match="not authorized"):
         execute(DB, "DELETE FROM singer")
 
 
@@ -110,10 +111,10 @@ def built():
 
 def test_build_every_gold_sql_executes_and_every_type_occurs(built):
     grouped, stats = built
-    assert len(grouped) == 662
+    assert len(grouped) == 662 - 69 and stats.vacuous_gold == 69  # 45 empty results, 24 a lone 0/NULL
     types = Counter(r.meta["ambiguity_type"] for _, r in grouped)
     assert set(types) == {"none", *ambigsql.TYPES}
-    assert types["none"] == 331  # ambiguous_fraction 0.5 of 662
+    assert types["none"] == 593 - round(0.5 * 593)  # ambiguous_fraction 0.5 of the usable 593
     for db, r in grouped:
         assert r.meta["db_id"] == db
         assert (r.gold_action == "answer") == (r.meta["ambiguity_type"] == "none")
@@ -121,7 +122,7 @@ def test_build_every_gold_sql_executes_and_every_type_occurs(built):
             assert r.branches[0].reply and r.messages[0]["content"] != r.meta["source_question"]
             assert r.branches[0].intent == r.meta["source_question"]
         for b in r.branches:
-            execute(db_path(SPIDER / "database", db), b.target)
+            assert not is_vacuous(execute(db_path(SPIDER / "database", db), b.target))
     assert stats.alternatives_kept > 0
 
 
@@ -149,3 +150,57 @@ def test_gold_sql_that_does_not_execute_is_a_bad_record(tmp_path):
     assert [r.id for _, r in grouped] == ["ambigsql/0"]
     assert bad.skipped == 2 and bad.by_field == {"query": 1, "db_id": 1}
     assert any("record 1" in m and "no such column" in m for m in bad.examples)
+
+
+def _mini(tmp_path, questions, tables=None):
+    (tmp_path / "dev_subset.json").write_text(json.dumps(questions))
+    if tables is None:
+        (tmp_path / "tables.json").write_text((SPIDER / "tables.json").read_text())
+    else:
+        (tmp_path / "tables.json").write_text(json.dumps(tables))
+    return dict(seed=0, databases=SPIDER / "database", ambiguous_fraction=0.0)
+
+
+def test_vacuous_gold_is_dropped_and_counted(tmp_path):
+    questions = [
+        {"db_id": "singer", "question": "How many singers are there?", "query": "SELECT count(*) FROM singer"},
+        {"db_id": "singer", "question": "Singers born in 1066?", "query": "SELECT name FROM singer WHERE birth_year = 1066"},
+        {"db_id": "singer", "question": "How many born in 1066?", "query": "SELECT count(*) FROM singer WHERE birth_year = 1066"},
+    ]
+    kw = _mini(tmp_path, questions)
+    stats = ambigsql.BuildStats()
+    grouped = ambigsql.build(tmp_path, bad=BadRecords(), stats=stats, **kw)
+    assert [r.id for _, r in grouped] == ["ambigsql/0"] and stats.vacuous_gold == 2
+
+
+def test_missing_database_stops_ingest_naming_the_path(tmp_path):
+    kw = _mini(tmp_path, [{"db_id": "singer", "question": "How many?", "query": "SELECT count(*) FROM singer"}])
+    kw["databases"] = tmp_path / "nonexistent"
+    with pytest.raises(DatabaseUnavailable, match="nonexistent/singer/singer.sqlite"):
+        ambigsql.build(tmp_path, bad=BadRecords("skip"), **kw)  # even under skip: no record is at fault
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda t: t.pop("column_types"), "column_types"),
+    (lambda t: t["column_types"].pop(), "column_types"),
+    (lambda t: t["column_names"].append([0, "extra"]), "column_names"),
+    (lambda t: t.__setitem__("column_names_original", "oops"), "column_names_original"),
+    (lambda t: t["column_names_original"].__setitem__(1, [99, "x"]), "column_names_original[1]"),
+    (lambda t: t.__setitem__("foreign_keys", [[1]]), "foreign_keys"),
+])
+def test_bad_tables_json_names_file_database_and_field(tmp_path, edit, field):
+    tables = json.loads((SPIDER / "tables.json").read_text())
+    singer = next(t for t in tables if t["db_id"] == "singer")
+    edit(singer)
+    kw = _mini(tmp_path, [{"db_id": "singer", "question": "How many?", "query": "SELECT count(*) FROM singer"}],
+               tables=tables)
+    with pytest.raises(RecordError) as e:
+        ambigsql.build(tmp_path, bad=BadRecords(), **kw)
+    assert e.value.file.endswith("tables.json") and e.value.field == field and "singer" in str(e.value.record)
+
+
+def test_non_utf8_questions_file_is_a_record_error(tmp_path):
+    _mini(tmp_path, [])
+    (tmp_path / "dev_subset.json").write_bytes(b'[{"db_id": "singer", "question": "caf\xe9", "query": "SELECT 1"}]')
+    with pytest.raises(RecordError, match=r"dev_subset.json.*not valid UTF-8 at byte"):
+        ambigsql.build(tmp_path, bad=BadRecords(), seed=0)

@@ -99,3 +99,38 @@ def test_skip_mode_drops_the_dialogue_and_counts_it(tmp_path):
     recs, bad = _load(raw, "skip")
     assert bad.skipped == 1 and bad.by_field == {"answer": 1}
     assert sorted(recs) == ["pacific/q5"]
+
+
+def test_duplicate_dialogue_is_refused_or_skipped_and_counted(tmp_path):
+    raw = _broken(tmp_path, lambda d: d.append(json.loads(json.dumps(d[1]))))  # dlg-2 twice
+    with pytest.raises(RecordError) as e:
+        _load(raw)
+    assert e.value.file.endswith("validation_dev_split.json") and e.value.field == "uid"
+    assert e.value.record == "2 (dlg-2)" and "duplicate id 'q5'" in str(e.value)
+    recs, bad = _load(raw, "skip")
+    assert bad.skipped == 1 and bad.by_field == {"uid": 1}
+    assert len([r for r in recs.values() if r.split != "unlabeled"]) == 5  # the first copy only
+
+
+def test_duplicate_question_uid_within_a_dialogue_is_refused(tmp_path):
+    raw = _broken(tmp_path, lambda d: d[1]["questions"].append({**d[1]["questions"][0], "order": 99}))
+    with pytest.raises(RecordError, match="duplicate id 'q5'"):
+        _load(raw)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d[0].__setitem__("paragraphs", "text"), "paragraphs"),
+    (lambda d: d[0]["table"].__setitem__("table", "a|b"), "table.table"),
+    (lambda d: d[1].__setitem__("questions", "q?"), "questions"),
+])
+def test_a_string_where_a_list_is_expected_names_the_field(tmp_path, mutate, field):
+    with pytest.raises(RecordError) as e:
+        _load(_broken(tmp_path, mutate))
+    assert e.value.field == field
+
+
+def test_non_utf8_bytes_name_the_file_and_byte(tmp_path):
+    text = (FIXTURE / "validation_dev_split.json").read_bytes()
+    (tmp_path / "validation_dev_split.json").write_bytes(text.replace(b"segments", b"segm\xe9nts", 1))
+    with pytest.raises(RecordError, match=r"validation_dev_split.json: not valid UTF-8 at byte \d+"):
+        _load(tmp_path)

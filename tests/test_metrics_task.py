@@ -50,9 +50,12 @@ def test_empty_prediction_scores_zero(dataset, pred, db_dir):
     assert (d.score, d.status) == (0.0, "empty")
 
 
-def test_missing_database_scores_zero(db_dir):
-    d = score_detail("ambigsql", "SELECT 1", _branch([], target="SELECT 1"), {"db_id": "nowhere"}, db_dir=db_dir)
-    assert (d.score, d.status) == (0.0, "error")
+def test_missing_database_is_an_error_naming_it(db_dir):
+    """A database that is not there is no score of 0 for the policy: the stage must stop."""
+    from act.metrics.sql import DatabaseUnavailable
+
+    with pytest.raises(DatabaseUnavailable, match="nowhere.sqlite"):
+        score_detail("ambigsql", "SELECT 1", _branch([], target="SELECT 1"), {"db_id": "nowhere"}, db_dir=db_dir)
     assert score("ambigsql", "SELECT 1", _branch([], target="SELECT 1"), {}, db_dir=None) == 0.0
 
 

@@ -6,6 +6,7 @@ the human clarifying question as gold response, and one Branch per entry of
 `clarification_turn.answers`: the user's reply (`clr_ans`) and the resolved answer (`org_ans`,
 with `org_ans_2`/`org_ans_3` as alternates). Any other example is ANSWER with
 `target_turn.answer`. Examples of one story share a split (the story is the split group).
+An id seen twice is a bad record (`ingest.on_error`: stop, or skip the later one and count it).
 """
 
 from __future__ import annotations
@@ -100,7 +101,13 @@ def load(raw: str | Path, *, bad: BadRecords, max_context_chars: int) -> list[tu
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise RecordError(str(path), None, "data", "expected {\"data\": [examples]}")
     out = []
+    first_at: dict[str, int] = {}
     for i, ex in enumerate(data["data"]):
         with bad.guard():
-            out.append(example_record(ex, file=str(path), index=i, max_chars=max_context_chars))
+            story_id, record = example_record(ex, file=str(path), index=i, max_chars=max_context_chars)
+            if record.id in first_at:  # a duplicate would be trained and scored twice
+                raise RecordError(str(path), f"{i} ({record.conversation_id})", "id",
+                                  f"duplicate id, first seen at record {first_at[record.id]}")
+            first_at[record.id] = i
+            out.append((story_id, record))
     return out

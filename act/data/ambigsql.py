@@ -21,7 +21,9 @@ resolution (Branch 0: the user's reply restoring the original request, target = 
 SQL; further branches: another reasonable reply and the SQL that answers it, kept only when it
 executes and returns a different result). Untouched questions are ANSWER turns with their SQL as
 the gold response. Every gold SQL is executed at ingest on a read-only connection under a time
-limit; one that fails is a bad record (`ingest.on_error`). `meta` carries `db_id`,
+limit; one that fails is a bad record (`ingest.on_error`). A question whose gold result is empty
+or a lone 0/NULL is dropped and counted (`BuildStats.vacuous_gold`): it cannot tell a right
+query from one that finds nothing. `meta` carries `db_id`,
 `ambiguity_type` ("none" for originals), `source_question` and `source_index`.
 """
 
@@ -39,6 +41,7 @@ from act.data.bad_records import BadRecords
 from act.data.sqldb import QueryError, db_path, execute, render_schema, same_result
 from act.errors import RecordError
 from act.io import read_json
+from act.metrics.sql import is_vacuous
 from act.records import Branch, TurnRecord
 
 QUESTIONS_FILE = "dev_subset.json"
@@ -268,6 +271,9 @@ class BuildStats:
     alternatives_dropped: int = 0
     not_applicable: int = 0
     """Questions drawn for perturbation to which no enabled type applied (kept as ANSWER)."""
+    vacuous_gold: int = 0
+    """Questions dropped because their gold SQL returns nothing or a lone 0/NULL: any query that
+    finds nothing would match it, so a match proves nothing (`act.metrics.sql.is_vacuous`)."""
 
 
 def _check_alternatives(p: Perturbation, gold_rows: list, path: Path, timeout_s: float, stats: BuildStats) -> None:
@@ -278,14 +284,59 @@ def _check_alternatives(p: Perturbation, gold_rows: list, path: Path, timeout_s:
             rows = execute(path, sql, timeout_s=timeout_s)
         except QueryError:
             rows = None
-        # An alternative that fails or returns what another resolution returns is no real choice.
-        if rows is None or any(same_result(rows, r) for r in results):
+        # An alternative that fails, returns nothing, or returns what another resolution returns
+        # is no real choice.
+        if rows is None or is_vacuous(rows) or any(same_result(rows, r) for r in results):
             stats.alternatives_dropped += 1
             continue
         kept.append((reply, sql))
         results.append(rows)
         stats.alternatives_kept += 1
     p.resolutions = kept
+
+
+def _load_tables(tfile: Path) -> dict[str, dict]:
+    """`tables.json` by db_id, each entry checked: the schema lists must be lists of the right
+    shape and the column lists must have one entry per column."""
+    raw = read_json(tfile)
+    if not isinstance(raw, list):
+        raise RecordError(str(tfile), None, None, f"expected a list of databases, got {type(raw).__name__}")
+    tables: dict[str, dict] = {}
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            raise RecordError(str(tfile), i, None, "expected an object")
+        if not isinstance(t.get("db_id"), str):
+            raise RecordError(str(tfile), i, "db_id", "missing field" if "db_id" not in t else "expected a str")
+        where = f"{i} ({t['db_id']})"
+        for key in ("table_names_original", "column_names_original", "column_names", "column_types"):
+            if key not in t:
+                raise RecordError(str(tfile), where, key, "missing field")
+            if not isinstance(t[key], list):
+                raise RecordError(str(tfile), where, key, f"expected a list, got {type(t[key]).__name__}")
+        n_tables, n_cols = len(t["table_names_original"]), len(t["column_names_original"])
+        for key in ("column_names", "column_types"):
+            if len(t[key]) != n_cols:
+                raise RecordError(str(tfile), where, key,
+                                  f"{len(t[key])} entries for {n_cols} columns in column_names_original")
+        for key in ("column_names_original", "column_names"):
+            for j, c in enumerate(t[key]):
+                if not (isinstance(c, list) and len(c) == 2 and isinstance(c[0], int) and isinstance(c[1], str)
+                        and -1 <= c[0] < n_tables):
+                    raise RecordError(str(tfile), where, f"{key}[{j}]",
+                                      f"expected [table index < {n_tables}, name], got {c!r}")
+        for key in ("primary_keys", "foreign_keys"):
+            entries = t.get(key) or []
+            if not isinstance(entries, list):
+                raise RecordError(str(tfile), where, key, f"expected a list, got {type(entries).__name__}")
+            for x in entries:
+                flat = x if isinstance(x, list) else [x]
+                if (key == "foreign_keys" and len(flat) != 2) or any(
+                        isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n_cols for v in flat):
+                    raise RecordError(str(tfile), where, key,
+                                      f"bad entry {x!r}: column indexes in [0, {n_cols})" +
+                                      (", in pairs" if key == "foreign_keys" else ""))
+        tables[t["db_id"]] = t
+    return tables
 
 
 def build(
@@ -311,14 +362,11 @@ def build(
     questions = read_json(qfile)
     if not isinstance(questions, list):
         raise RecordError(str(qfile), None, None, "expected a list of questions")
-    tables_raw = read_json(tfile)
-    tables = {t.get("db_id"): t for t in tables_raw if isinstance(t, dict)} if isinstance(tables_raw, list) else {}
+    tables = _load_tables(tfile)
     rng = random.Random(f"{seed}:ambigsql:perturb")
     order = list(range(len(questions)))
     rng.shuffle(order)
-    target = round(ambiguous_fraction * len(questions))
-    used: Counter[str] = Counter()
-    out: list[tuple[int, str, TurnRecord]] = []
+    usable: list[tuple[int, str, Source, Path, list]] = []
     for idx in order:
         with bad.guard():
             x = questions[idx]
@@ -335,18 +383,25 @@ def build(
                 gold_rows = execute(path, sql, timeout_s=query_timeout_s)
             except QueryError as e:
                 raise RecordError(str(qfile), idx, "query", f"gold SQL does not execute on {path}: {e}") from None
-            src = Source(question, sql, tables[db_id])
-            pert = None
-            if sum(used.values()) < target:
-                found = [p for t in ambiguity_types if (p := PERTURBATIONS[t](src, rng)) is not None]
-                if found:
-                    least = min(used[p.type] for p in found)
-                    pert = rng.choice([p for p in found if used[p.type] == least])
-                    _check_alternatives(pert, gold_rows, path, query_timeout_s, stats)
-                    used[pert.type] += 1
-                else:
-                    stats.not_applicable += 1
-            out.append((idx, db_id, _record(idx, db_id, src, pert, max_context_chars)))
+            if is_vacuous(gold_rows):
+                stats.vacuous_gold += 1
+                continue
+            usable.append((idx, db_id, Source(question, sql, tables[db_id]), path, gold_rows))
+    target = round(ambiguous_fraction * len(usable))
+    used: Counter[str] = Counter()
+    out: list[tuple[int, str, TurnRecord]] = []
+    for idx, db_id, src, path, gold_rows in usable:
+        pert = None
+        if sum(used.values()) < target:
+            found = [p for t in ambiguity_types if (p := PERTURBATIONS[t](src, rng)) is not None]
+            if found:
+                least = min(used[p.type] for p in found)
+                pert = rng.choice([p for p in found if used[p.type] == least])
+                _check_alternatives(pert, gold_rows, path, query_timeout_s, stats)
+                used[pert.type] += 1
+            else:
+                stats.not_applicable += 1
+        out.append((idx, db_id, _record(idx, db_id, src, pert, max_context_chars)))
     out.sort(key=lambda t: t[0])
     return [(db, r) for _, db, r in out]
 

@@ -66,7 +66,7 @@ def conversation_records(obj: Any, *, file: str, line: int, max_chars: int) -> t
         if not isinstance(t, dict):
             raise RecordError(file, rid, f, "expected object")
         role = t.get("role")
-        if role not in _TURN_KEYS:
+        if not isinstance(role, str) or role not in _TURN_KEYS:
             raise RecordError(file, rid, f"{f}.role", f"unknown role {role!r}; expected 'user' or 'assistant'")
         expected = "user" if i % 2 == 0 else "assistant"
         if role != expected:

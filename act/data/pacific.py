@@ -6,7 +6,8 @@ clarifying question, and its one Branch comes from the next turn (the user's rep
 ANSWER, including the resolved turn after a clarification. Arithmetic answers are rendered
 `"<derivation> = <answer>"`; the context is `[context]` paragraphs then `[data]` table rows
 `row0 : c1 | c2 | ...`. The unlabeled test file gives split `unlabeled` records: context and the
-user's request only (no answers, no action).
+user's request only (no answers, no action). A record id seen twice is a bad record
+(`ingest.on_error`): the dialogue holding the repeat is refused, or skipped and counted.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def render_context(dialogue: dict, *, file: str, rid: Any, max_chars: int) -> st
     paragraphs = dialogue.get("paragraphs")
     if not isinstance(paragraphs, list):
         raise RecordError(file, rid, "paragraphs", "expected a list")
-    texts = []
-    for i, p in enumerate(sorted(paragraphs, key=lambda p: p.get("order", 0) if isinstance(p, dict) else 0)):
+    for i, p in enumerate(paragraphs):
         if not isinstance(p, dict) or not isinstance(p.get("text"), str):
             raise RecordError(file, rid, f"paragraphs[{i}].text", "expected str")
-        texts.append(p["text"].strip())
+        if not isinstance(p.get("order", 0), int):
+            raise RecordError(file, rid, f"paragraphs[{i}].order", "expected int")
+    texts = [p["text"].strip() for p in sorted(paragraphs, key=lambda p: p.get("order", 0))]
     rows = []
     for i, row in enumerate(table["table"]):
         if not isinstance(row, list):
@@ -179,6 +181,7 @@ def load(raw: str | Path, *, bad: BadRecords, max_context_chars: int) -> list[tu
     """(group, record) pairs; the group (the dialogue) is the unit of the train/eval split."""
     raw = Path(raw)
     out: list[tuple[str, TurnRecord]] = []
+    first_at: dict[str, str] = {}
     for name, build in ((LABELED_FILE, dialogue_records), (UNLABELED_FILE, unlabeled_records)):
         path = raw / name
         if not path.exists():
@@ -190,5 +193,20 @@ def load(raw: str | Path, *, bad: BadRecords, max_context_chars: int) -> list[tu
             raise RecordError(str(path), None, None, "expected a list of dialogues")
         for i, d in enumerate(data):
             with bad.guard():
-                out.extend((r.conversation_id, r) for r in build(d, file=str(path), index=i, max_chars=max_context_chars))
+                records = build(d, file=str(path), index=i, max_chars=max_context_chars)
+                _check_unique(records, first_at, str(path), i)
+                out.extend((r.conversation_id, r) for r in records)
     return out
+
+
+def _check_unique(records: list[TurnRecord], first_at: dict[str, str], file: str, index: int) -> None:
+    """A record id seen before (a repeated dialogue or question uid) is a bad record: a duplicate
+    would be trained and scored twice. The whole dialogue is refused (or skipped) with it."""
+    where = f"{file} dialogue {index}"
+    ids = [r.id for r in records]
+    for k, rid in enumerate(ids):
+        if rid in first_at or rid in ids[:k]:
+            first = first_at.get(rid, where)
+            raise RecordError(file, f"{index} ({records[k].conversation_id})", "uid",
+                              f"duplicate id {rid.split('/', 1)[1]!r}, first seen in {first}")
+    first_at.update((rid, where) for rid in ids)

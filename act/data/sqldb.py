@@ -42,7 +42,8 @@ def render_schema(table: dict) -> str:
     tables = table["table_names_original"]
     cols = table["column_names_original"]
     types = table["column_types"]
-    pks = set(table.get("primary_keys") or [])
+    # Newer Spider releases list a composite primary key as a list of column indexes.
+    pks = {c for k in table.get("primary_keys") or [] for c in (k if isinstance(k, list) else [k])}
     fks: dict[int, list[str]] = {}
     for a, b in table.get("foreign_keys") or []:
         ta, ca = cols[a]

@@ -8,8 +8,10 @@
               `branch.answers[0]`) on `<db_dir>/<meta["db_id"]>/<db_id>.sqlite` (`act.metrics.sql`)
 
 Used by training (ACT's success test: score >= simulate.tolerance) and by evaluation. A missing,
-empty or malformed prediction, SQL that fails or runs too long, a missing database: all score 0,
-never raise; `score_detail` also says why (its `status`) so callers can count failures.
+empty or malformed prediction, SQL that fails or runs too long, a gold SQL result that proves
+nothing (empty or a lone 0/NULL: status "vacuous"): all score 0, never raise; `score_detail` also
+says why (its `status`) so callers can count failures. A database file that is missing or cannot
+be opened is no score: it raises `act.metrics.sql.DatabaseUnavailable`, naming the path.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class TaskScore:
     score: float
     status: str
     """"ok" (scored; the score may still be 0), "empty" (no prediction), or for SQL
-    "mismatch" / "error" / "timeout"."""
+    "mismatch" / "error" / "timeout" / "vacuous"."""
     em: float | None = None
     """Exact match where the metric defines one (PACIFIC, Abg-CoQA)."""
     message: str = ""

@@ -129,6 +129,11 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None, *, q
     import torch
     from transformers import AutoModelForCausalLM
 
+    from act.io import check_safetensors
+
+    check_safetensors(base_dir)  # a truncated weights file fails naming its path
+    if adapter_dir:
+        check_safetensors(adapter_dir)
     tok = load_tokenizer(base_dir)
     qconfig = get_quantization_config(quantization)
     kwargs = {"quantization_config": qconfig} if qconfig is not None else {}

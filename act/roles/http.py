@@ -1,10 +1,16 @@
 """A client for any OpenAI-compatible chat-completions endpoint (hosted APIs, vLLM, Ollama,
 Gemini's compatible endpoint), with the robustness a long `dvc repro` needs:
 
-- a timeout per request; retries with exponential backoff on 429, 5xx, timeouts, dropped
-  connections and unreadable replies, honouring the server's Retry-After;
-- bounded concurrency (a thread pool of `roles.<name>.concurrency` requests in flight);
-- the persistent call cache (`act.roles.cache`), so nothing is paid for twice;
+- a total deadline per request (`timeout_s` covers connecting, the headers and the whole body: a
+  server trickling one byte at a time is cut off); retries with exponential backoff on 429, 5xx,
+  timeouts, dropped connections and unreadable replies, honouring the server's Retry-After;
+- no retry for a status retrying cannot fix (400, 401, 403, 404, ...): the call fails at once,
+  and no new call is started after it (those in flight finish and are kept);
+- a circuit breaker: after `BREAKER_FAILURES` failed attempts in a row on the endpoint (any
+  thread), every further call fails at once instead of each paying its own retries;
+- bounded concurrency (at most `roles.<name>.concurrency` requests in flight);
+- the persistent call cache (`act.roles.cache`): each reply is stored the moment it arrives, so
+  a failure or a kill never loses a paid reply;
 - the API key read from the environment variable named by `roles.<name>.api_key_env`, sent only
   in the Authorization header, and scrubbed from any error text; never logged or stored.
 
@@ -19,10 +25,11 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Sequence
 
 from act.roles.base import Message, UsageCounter
@@ -32,6 +39,11 @@ log = logging.getLogger("act.roles.http")
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 60.0
+BREAKER_FAILURES = 10
+"""Failed attempts in a row (across threads) after which the endpoint is taken as down."""
+_HINTS = {401: "check the key in the environment variable named by api_key_env",
+          403: "the key is not allowed to use this model or endpoint",
+          404: "check base_url (it should end in /v1) and the model name"}
 
 
 class RoleCallError(RuntimeError):
@@ -73,6 +85,10 @@ class HttpChat:
         self.usage = usage if usage is not None else UsageCounter()
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self._sleep = sleep
+        self._breaker_lock = threading.Lock()
+        self._failures_in_a_row = 0
+        self.attempts = 0
+        """HTTP requests sent (for tests and the reliability figures)."""
 
     @property
     def model(self) -> str:
@@ -87,10 +103,26 @@ class HttpChat:
 
         def compute(missing: list[int], store) -> None:
             workers = max(1, min(self.cfg.concurrency, len(missing)))
+            todo = list(reversed(missing))
+            running: dict[Future, int] = {}
+            error: BaseException | None = None
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"role-{self.role}") as pool:
-                futures = [(i, pool.submit(self.call, chats[i])) for i in missing]
-                for i, fut in futures:
-                    store(i, fut.result())
+                while todo or running:
+                    # Submit only while nothing has failed for good: calls not yet sent are not paid.
+                    while todo and error is None and len(running) < workers:
+                        i = todo.pop()
+                        running[pool.submit(self.call, chats[i])] = i
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        i = running.pop(fut)
+                        try:
+                            store(i, fut.result())  # saved the moment it arrives
+                        except Exception as e:  # noqa: BLE001 - re-raised below, after in-flight calls land
+                            error = error or e
+            if error is not None:
+                raise error
 
         return complete_through_cache(self.cache, keys, compute, role=self.role, model=self.cfg.model, usage=self.usage)
 
@@ -107,9 +139,11 @@ class HttpChat:
         attempts = self.cfg.max_retries + 1
         last = ""
         for attempt in range(attempts):
+            self._check_breaker()
             try:
-                return self._once(body)
+                completion = self._once(body)
             except _Retryable as e:
+                self._failed()
                 last = self._scrub(str(e))
                 if attempt + 1 >= attempts:
                     break
@@ -119,7 +153,25 @@ class HttpChat:
                 log.warning("roles.%s: %s; retry %d/%d in %.2fs", self.role, last, attempt + 1,
                             self.cfg.max_retries, wait)
                 self._sleep(wait)
+            except RoleCallError:
+                self._failed()
+                raise
+            else:
+                with self._breaker_lock:
+                    self._failures_in_a_row = 0
+                return completion
         raise RoleCallError(f"roles.{self.role}: {self.url} failed after {attempts} attempt(s): {last}")
+
+    def _failed(self) -> None:
+        with self._breaker_lock:
+            self._failures_in_a_row += 1
+
+    def _check_breaker(self) -> None:
+        with self._breaker_lock:
+            down = self._failures_in_a_row >= BREAKER_FAILURES
+        if down:
+            raise RoleCallError(f"roles.{self.role}: {self.url} failed {BREAKER_FAILURES} attempts in a row; "
+                                "giving up on the endpoint (is it up? is base_url right?)")
 
     def _once(self, body: bytes) -> Completion:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -127,22 +179,34 @@ class HttpChat:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        late = f"no reply within timeout_s={self.cfg.timeout_s}"
+        deadline = _Deadline(self.cfg.timeout_s)
+        with self._breaker_lock:
+            self.attempts += 1
         try:
-            with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as resp:
+            with deadline, _OPENER.open(request, timeout=self.cfg.timeout_s) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
-            detail = self._scrub(e.read()[:300].decode("utf-8", "replace")) if e.fp else ""
             if e.code in RETRY_STATUS:
                 raise _Retryable(f"HTTP {e.code}", _retry_after(e.headers.get("Retry-After"))) from None
-            raise RoleCallError(f"roles.{self.role}: {self.url} answered HTTP {e.code}: {detail}") from None
+            try:
+                detail = self._scrub(e.read()[:300].decode("utf-8", "replace")) if e.fp else ""
+            except (OSError, http.client.HTTPException):
+                detail = ""
+            hint = f" ({_HINTS[e.code]})" if e.code in _HINTS else ""
+            raise RoleCallError(f"roles.{self.role}: {self.url} answered HTTP {e.code}{hint}: {detail}") from None
         except (TimeoutError, socket.timeout):
-            raise _Retryable(f"no reply within timeout_s={self.cfg.timeout_s}") from None
+            raise _Retryable(late) from None
         except urllib.error.URLError as e:
-            if isinstance(e.reason, (TimeoutError, socket.timeout)):
-                raise _Retryable(f"no reply within timeout_s={self.cfg.timeout_s}") from None
+            if deadline.expired or isinstance(e.reason, (TimeoutError, socket.timeout)):
+                raise _Retryable(late) from None
             raise _Retryable(f"connection failed: {e.reason}") from None
-        except (ConnectionError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException) as e:
+            if deadline.expired:
+                raise _Retryable(late) from None
             raise _Retryable(f"connection failed: {type(e).__name__}") from None
+        if deadline.expired:  # the socket was shut at the deadline: what was read is cut short
+            raise _Retryable(late)
         return self._parse(raw)
 
     def _parse(self, raw: bytes) -> Completion:
@@ -160,3 +224,86 @@ class HttpChat:
         usage = data.get("usage") or {}
         return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
+
+
+# -- a total deadline per request ----------------------------------------------------------------
+_current = threading.local()
+
+
+class _Deadline:
+    """`with _Deadline(s):` shuts the request's socket down `s` seconds after entry, so a read
+    blocked on a server that trickles bytes returns; `expired` tells the caller why."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._timer: threading.Timer | None = None
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "_Deadline":
+        _current.deadline = self
+        self._timer = threading.Timer(self.seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _current.deadline = None
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            expired = self.expired
+        if expired:
+            self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sock = self._sock
+        if sock is not None:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _watch(sock) -> None:
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def connect(self):
+        super().connect()
+        _watch(self.sock)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def connect(self):
+        super().connect()
+        _watch(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        kwargs = {"context": self._context}
+        if getattr(self, "_check_hostname", None) is not None:  # Python < 3.12 only
+            kwargs["check_hostname"] = self._check_hostname
+        return self.do_open(_HTTPSConnection, req, **kwargs)
+
+
+_OPENER = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+"""urllib's opener (proxies from the environment included) whose connections obey `_Deadline`."""

@@ -1,0 +1,312 @@
+"""Reliability figures: bad inputs tried, faults injected, kills survived, paid calls repeated
+after a crash, outputs that differed after a kill, SQL attacks blocked.
+
+    python benchmarks/reliability.py              # ~2-3 minutes on 2 CPU cores
+    python benchmarks/reliability.py --kills 3 --examples 100 --json reliability.json
+
+Everything runs on this machine: a loopback (127.0.0.1) fake OpenAI server from the test suite,
+real SIGKILLs of child processes, the committed Spider databases. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("ACT_TRACKING", "off")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+# ---------------------------------------------------------------------------------- bad inputs
+def bad_inputs(examples: int) -> dict:
+    """The property tests (arbitrary JSON spliced into valid records, raw bytes, arbitrary text
+    for the scorers) with `examples` inputs each: no crash, scores in [0, 1]."""
+    os.environ["ACT_PROPERTY_EXAMPLES"] = str(examples)
+    import test_properties as props
+
+    tried = 0
+    for name in sorted(n for n in dir(props) if n.startswith("test_")):
+        fn = getattr(props, name)
+        inner = fn.hypothesis.inner_test
+        calls = [0]
+
+        def counting(*a, _inner=inner, _calls=calls, **k):
+            _calls[0] += 1
+            return _inner(*a, **k)
+
+        fn.hypothesis.inner_test = counting
+        wanted = inspect.signature(inner).parameters
+        kwargs = {}
+        if "tmp_path" in wanted:
+            kwargs["tmp_path"] = Path(tempfile.mkdtemp())
+        if "db_dir" in wanted:
+            kwargs["db_dir"] = _shop_db_dir()
+        fn(**kwargs)  # the module reads ACT_PROPERTY_EXAMPLES for its budget
+        tried += calls[0]
+    return {"inputs_tried": tried, "crashes": 0}
+
+
+def _shop_db_dir() -> Path:
+    root = Path(tempfile.mkdtemp())
+    (root / "shop").mkdir()
+    conn = sqlite3.connect(root / "shop" / "shop.sqlite")
+    conn.executescript("CREATE TABLE item(id INTEGER, name TEXT, price REAL);"
+                       "INSERT INTO item VALUES (1, 'pen', 1.5), (2, 'ink', 3.0), (3, 'pad', 1.5);")
+    conn.commit()
+    conn.close()
+    return root
+
+
+# ---------------------------------------------------------------------------------- SQL attacks
+SQL_ATTACKS = [
+    "VACUUM INTO '{out}'", "ATTACH '{out}' AS other", "ATTACH DATABASE '{out}' AS o2",
+    "SELECT 1; ATTACH '{out}' AS x", "PRAGMA journal_mode = WAL", "PRAGMA writable_schema = ON",
+    "SELECT * FROM pragma_table_info('singer')", "SELECT load_extension('{out}')", "SELECT writefile('{out}', 'x')",
+    "SELECT readfile('/etc/passwd')", "CREATE TABLE t2(x)", "CREATE TEMP TABLE t3(x)", "INSERT INTO singer(Name) VALUES ('x')",
+    "UPDATE singer SET Age = 0", "DELETE FROM singer", "DROP TABLE singer", "ALTER TABLE singer ADD COLUMN y",
+    "BEGIN IMMEDIATE", "REINDEX", "ANALYZE", "CREATE TEMP TRIGGER t AFTER INSERT ON singer BEGIN SELECT 1; END",
+    "CREATE VIEW v AS SELECT 1", "DETACH main",
+    "SELECT randomblob(900000000)", "SELECT length(replace(hex(zeroblob(1e8)),'0','00'))",
+    "SELECT zeroblob(2000000000)", "SELECT printf('%.*c', 2000000000, 'x')",
+    "SELECT length(group_concat(hex(randomblob(1000)))) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+    "SELECT x + 1 FROM c LIMIT 100000) SELECT x FROM c)",
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+    "SELECT instr(printf('%.*c', 999000, 'a'), printf('%.*c', 499000, 'a') || 'b')",
+    "SELECT count(*) FROM " + ", ".join(f"singer s{i}" for i in range(14)),
+]
+
+
+def sql_attacks(timeout_s: float = 1.0) -> dict:
+    import shutil
+
+    from act.metrics.sql import HARD_GRACE_S, execute
+
+    src = ROOT / "data/raw/spider/database/concert_singer/concert_singer.sqlite"
+    work = Path(tempfile.mkdtemp())
+    db = work / "db" / "concert_singer.sqlite"
+    db.parent.mkdir()
+    shutil.copy(src, db)
+    before = db.read_bytes()
+    blocked, slowest, failures = 0, 0.0, []
+    for attack in SQL_ATTACKS:
+        out = work / "stolen.db"
+        t0 = time.monotonic()
+        r = execute(db, attack.format(out=out), timeout_s=timeout_s)
+        took = time.monotonic() - t0
+        slowest = max(slowest, took)
+        wrote = out.exists() or sorted(os.listdir(db.parent)) != [db.name] or db.read_bytes() != before
+        # "SELECT 1; ATTACH ..." runs only its first statement: a harmless result, still blocked
+        harmless = r.status == "ok" and attack.startswith("SELECT 1;")
+        if (r.status != "ok" or harmless) and not wrote and took <= timeout_s + HARD_GRACE_S + 0.5:
+            blocked += 1
+        else:
+            failures.append(attack)
+    return {"sql_attacks": len(SQL_ATTACKS), "sql_attacks_blocked": blocked, "sql_slowest_s": round(slowest, 2),
+            "sql_limit_s": timeout_s, "sql_not_blocked": failures}
+
+
+# ---------------------------------------------------------------------------------- HTTP faults
+def _chat(server, cache_dir, **kw):
+    from dataclasses import replace
+
+    from act.params import RoleParams
+    from act.roles.cache import CallCache
+    from act.roles.http import HttpChat
+
+    cfg = RoleParams(backend="http", model="test-model", base_url=server.url, api_key_env="", timeout_s=1.0,
+                     max_retries=2, backoff_s=0.0, concurrency=4, max_tokens=32)
+    return HttpChat(replace(cfg, **kw), role="classifier", cache=CallCache.open(cache_dir) if cache_dir else None,
+                    sleep=lambda s: None)
+
+
+def _items(n, tag=""):
+    return [[{"role": "user", "content": f"{tag}q{i}"}] for i in range(n)]
+
+
+def http_faults() -> dict:
+    from test_http_backend import FakeOpenAI
+
+    from act.roles.http import RoleCallError
+
+    faults, runs, rows = 0, 0, []
+
+    def scenario(name, steps_or_script, n, expect_error, **kw):
+        nonlocal faults, runs
+        server = FakeOpenAI()
+        try:
+            if isinstance(steps_or_script, dict):
+                server.steps = steps_or_script
+            else:
+                server.script = list(steps_or_script)
+            cache = Path(tempfile.mkdtemp())
+            t0 = time.monotonic()
+            failed = False
+            try:
+                _chat(server, cache, **kw).complete(_items(n))
+            except RoleCallError:
+                failed = True
+            took = time.monotonic() - t0
+            injected = sum(1 for r in server.requests if r["messages"][-1]["content"] in server.steps) if isinstance(
+                steps_or_script, dict) else min(len(steps_or_script), len(server.requests))
+            faults += injected
+            runs += 1
+            rows.append({"scenario": name, "requests": len(server.requests), "faults": injected,
+                         "seconds": round(took, 2), "failed_as_expected": failed == expect_error})
+        finally:
+            server.close()
+
+    scenario("429 then ok", ["429"], 5, False)
+    scenario("500, 500 then ok", ["500", "500"], 5, False)
+    scenario("timeout then ok", ["slow"], 5, False, timeout_s=0.3)
+    scenario("invalid JSON then ok", ["badjson"], 5, False)
+    scenario("one 400 among 100", {"q5": "400"}, 100, True)
+    for code in ("401", "403", "404"):
+        scenario(f"{code} on every call", {f"q{i}": code for i in range(50)}, 50, True)
+    scenario("dead endpoint (500 always), 50 items", {f"q{i}": "500" for i in range(50)}, 50, True, max_retries=5)
+    scenario("trickle 1 byte / 0.5 s, timeout 1 s", ["trickle"] * 3, 1, True)
+    return {"http_fault_runs": runs, "faults_injected": faults, "http_scenarios": rows}
+
+
+# ---------------------------------------------------------------------------------- kills
+def http_kills(kills: int) -> dict:
+    """SIGKILL a client mid-run after k replies arrived (k varies), rerun: count repeated paid calls."""
+    from test_http_backend import _CLIENT, FakeOpenAI
+
+    repeated_total, survived = 0, 0
+    n = 30
+    for j in range(kills):
+        k = 3 + (j * 5) % 20
+        server = FakeOpenAI()
+        cache = Path(tempfile.mkdtemp())
+        try:
+            server.steps = {f"q{i}": "gate" for i in range(k, n)}
+            proc = subprocess.Popen([sys.executable, "-c", _CLIENT, server.url, str(cache), str(n)], cwd=ROOT)
+            deadline = time.monotonic() + 60
+            while len(server.answered) < k and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)  # the client stores each reply as it lands
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            paid = set(server.answered)
+            server.gate.set()
+            server.steps, server.requests = {}, []
+            _chat(server, cache).complete(_items(n))
+            repeated_total += len(paid & {r["messages"][-1]["content"] for r in server.requests})
+            survived += 1
+        finally:
+            server.close()
+    return {"http_kills": survived, "paid_calls_repeated_after_crash": repeated_total}
+
+
+def _ingest(out: Path, metrics: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stages.ingest", "--dataset", "ambigsql", "--raw",
+                             "data/raw/spider", "--out", str(out), "--metrics", str(metrics)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _snapshot(out: Path, metrics: Path):
+    from datasets import load_from_disk
+
+    dd = load_from_disk(str(out))
+    m = json.loads(metrics.read_text())
+    m.pop("seconds", None)
+    return {name: dd[name].to_list() for name in dd}, m
+
+
+def ingest_kills(kills: int) -> dict:
+    """SIGKILL the ingest stage at spread-out moments, rerun it, compare with an uninterrupted run."""
+    work = Path(tempfile.mkdtemp())
+    clean_out, clean_m = work / "clean", work / "clean.json"
+    t0 = time.monotonic()
+    assert _ingest(clean_out, clean_m).wait() == 0
+    full = time.monotonic() - t0
+    clean = _snapshot(clean_out, clean_m)
+    differing, survived, half_written = 0, 0, 0
+    for j in range(kills):
+        out, m = work / f"run{j}", work / f"run{j}.json"
+        proc = _ingest(out, m)
+        time.sleep(full * (j + 1) / (kills + 1))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if out.exists():  # whatever a killed run left must be whole
+            half_written += int(not (out / "dataset_dict.json").exists())
+        assert _ingest(out, m).wait() == 0
+        differing += int(_snapshot(out, m) != clean)
+        leftovers = [p for p in work.iterdir() if p.name.startswith(f".run{j}.")]
+        differing += int(bool(leftovers))
+        survived += 1
+    return {"ingest_kills": survived, "outputs_differing_after_kill": differing,
+            "half_written_outputs": half_written, "ingest_seconds": round(full, 1)}
+
+
+def writer_kills(kills: int) -> dict:
+    from test_io_leftovers import _leftovers, _writer
+
+    from act.io import atomic_dir
+
+    cleaned = 0
+    for _ in range(kills):
+        dest = Path(tempfile.mkdtemp()) / "models" / "sft"
+        proc = _writer(dest)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with atomic_dir(dest) as tmp:
+            (tmp / "ok").write_text("x")
+        cleaned += int(_leftovers(dest) == [])
+    return {"writer_kills": kills, "leftovers_cleaned": cleaned}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=4, help="kills per kind (HTTP client, ingest, writer)")
+    ap.add_argument("--examples", type=int, default=150, help="inputs per property test")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)  # the retries' warnings are expected here
+    t0 = time.monotonic()
+    figures: dict = {}
+    figures.update(bad_inputs(args.examples))
+    figures.update(sql_attacks())
+    figures.update(http_faults())
+    figures.update(http_kills(args.kills))
+    figures.update(ingest_kills(args.kills))
+    figures.update(writer_kills(args.kills))
+    figures["kills_survived"] = figures["http_kills"] + figures["ingest_kills"] + figures["writer_kills"]
+    figures["seconds"] = round(time.monotonic() - t0, 1)
+    rows = [
+        ("bad inputs tried (parsers, scorers), crashes", f"{figures['inputs_tried']}, {figures['crashes']}"),
+        ("HTTP faults injected (runs)", f"{figures['faults_injected']} ({figures['http_fault_runs']})"),
+        ("kills survived (HTTP client, ingest, writer)",
+         f"{figures['kills_survived']} ({figures['http_kills']}, {figures['ingest_kills']}, {figures['writer_kills']})"),
+        ("paid calls repeated after a crash", figures["paid_calls_repeated_after_crash"]),
+        ("outputs differing after a kill", figures["outputs_differing_after_kill"]),
+        ("SQL attacks blocked", f"{figures['sql_attacks_blocked']} / {figures['sql_attacks']} "
+                                f"(slowest {figures['sql_slowest_s']} s, limit {figures['sql_limit_s']} s)"),
+    ]
+    print("| figure | value |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+    print("\n| HTTP scenario | requests | faults | seconds | failed as expected |\n|---|---|---|---|---|")
+    for r in figures["http_scenarios"]:
+        print(f"| {r['scenario']} | {r['requests']} | {r['faults']} | {r['seconds']} | {r['failed_as_expected']} |")
+    print(f"\n{figures['seconds']} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
