@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from act.data import abg_coqa, custom, pacific
 from act.errors import RecordError
 from act.io import read_jsonl
-from act.metrics.sql import execution_match, extract_sql, same_rows
+from act.metrics.sql import extract_sql, same_rows
 from act.metrics.task import score_detail
 from act.records import Branch, validate_row
 
