@@ -125,6 +125,8 @@ def test_train_stage_refuses_an_unvalidated_llm_judge_before_training(server, tm
     params = load_params(PARAMS, {"roles.cache_dir": "",
                                   "roles.classifier": {"backend": "http", "model": "m", "base_url": server.url,
                                                        "api_key_env": "", "max_retries": 0}})
+    for d in ("no-base", "no-sft", "db"):  # present but empty: the judge must refuse before any loading
+        (tmp_path / d).mkdir()
     with pytest.raises(JudgeCheckError, match="check set"):
         train.run(params, base=tmp_path / "no-base", sft=tmp_path / "no-sft", pairs_dir=tmp_path / "pairs",
                   simulated=tmp_path / "sim", databases=tmp_path / "db", out=tmp_path / "act", log_dir=tmp_path / "log",
