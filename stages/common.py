@@ -33,5 +33,8 @@ def load(args: argparse.Namespace) -> Params:
 def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("ACT_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("bitsandbytes", "httpx", "urllib3", "alembic", "datasets"):
+    for noisy in ("httpx", "urllib3", "alembic", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # peft imports bitsandbytes whenever it is installed; its CPU build warns about an optional
+    # kernels package on every import, 4-bit or not
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
