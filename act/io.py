@@ -33,7 +33,8 @@ LEGACY_STALE_S = 24 * 3600
 """A leftover without a pid in its name (older layout) is removed once this old."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -56,7 +57,7 @@ def clean_leftovers(dest: str | os.PathLike) -> list[Path]:
             continue
         stale = False
         if m.group("pid"):
-            stale = int(m.group("pid")) != os.getpid() and not _pid_alive(int(m.group("pid")))
+            stale = int(m.group("pid")) != os.getpid() and not pid_alive(int(m.group("pid")))
         else:
             with contextlib.suppress(OSError):
                 stale = time.time() - entry.lstat().st_mtime > LEGACY_STALE_S

@@ -328,16 +328,6 @@ def _process_tags() -> dict[str, str]:
     return {"act.host": socket.gethostname(), "act.pid": str(os.getpid())}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def reap_orphans(client, exp_id: str) -> list[str]:
     """Mark KILLED the RUNNING runs of this host whose process is gone (a stage killed with
     SIGKILL, a machine that lost power...). Returns their ids."""
@@ -349,9 +339,11 @@ def reap_orphans(client, exp_id: str) -> list[str]:
     except Exception as e:  # tracking must never break a stage
         log.warning("could not look for orphaned runs: %s", e)
         return []
+    from act.io import pid_alive
+
     for run in runs:
         pid = run.data.tags.get("act.pid", "")
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             client.set_terminated(run.info.run_id, "KILLED")
             reaped.append(run.info.run_id)
     if reaped:

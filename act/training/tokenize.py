@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from act.chat import common_prefix
 from act.roles.base import Message
 
 
@@ -19,15 +20,6 @@ def _ids(tokenizer, messages: Sequence[Message], **kwargs) -> list[int]:
     from trl.data_utils import _tokenize
 
     return list(_tokenize(tokenizer, list(messages), **kwargs)["input_ids"])
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def completion_loss_mask(tokenizer, prompt: Sequence[Message], completion: Sequence[Message],
@@ -41,12 +33,12 @@ def completion_loss_mask(tokenizer, prompt: Sequence[Message], completion: Seque
         return mask
     prev = prompt_len
     for i, msg in enumerate(completion):
-        end = _common_prefix(_ids(tokenizer, list(prompt) + list(completion[: i + 1])),
+        end = common_prefix(_ids(tokenizer, list(prompt) + list(completion[: i + 1])),
                              _ids(tokenizer, list(prompt) + list(completion)))
         if msg["role"] == "user":
             # the user's turn plus the assistant header that follows it: neither is the policy's output
             nxt = i + 2 <= len(completion)
-            stop = (_common_prefix(_ids(tokenizer, list(prompt) + list(completion[: i + 1]), add_generation_prompt=True),
+            stop = (common_prefix(_ids(tokenizer, list(prompt) + list(completion[: i + 1]), add_generation_prompt=True),
                                    _ids(tokenizer, list(prompt) + list(completion))) if nxt else end)
             for pos in range(max(prev, prompt_len), max(stop, end)):
                 if 0 <= pos - prompt_len < n_tokens:
@@ -67,7 +59,7 @@ def tokenize_pair(tokenizer, prompt: Sequence[Message], chosen: Sequence[Message
     prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True)
     full_chosen = _ids(tokenizer, list(prompt) + list(chosen))
     full_rejected = _ids(tokenizer, list(prompt) + list(rejected))
-    plen = min(_common_prefix(prompt_ids, full_chosen), _common_prefix(prompt_ids, full_rejected))
+    plen = min(common_prefix(prompt_ids, full_chosen), common_prefix(prompt_ids, full_rejected))
     chosen_ids, rejected_ids = full_chosen[plen:], full_rejected[plen:]
     return {
         "prompt_ids": prompt_ids[:plen],
