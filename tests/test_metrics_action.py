@@ -27,6 +27,23 @@ def test_hand_worked_example():
     assert s["clarify_f1"] == pytest.approx(2 / 3)
     assert s["macro_f1"] == pytest.approx(11 / 15)
     assert s["weighted_f1"] == pytest.approx(0.75)
+    assert s["informedness"] == pytest.approx(2 / 3 + 4 / 5 - 1)
+    assert s["majority_macro_f1"] == pytest.approx((2 * 5 / 8 / (5 / 8 + 1)) / 2)
+
+
+def test_informedness_is_zero_for_every_input_blind_policy():
+    """Always answering, always asking, or alternating regardless of the turn: J = 0, while their
+    Macro F1 ranges from 0.36 to 0.5. Knowing *when* to ask is what moves J."""
+    gold = [C] * 26 + [A] * 34
+    blind = {"always answer": [A] * 60, "always ask": [C] * 60, "alternate": [C, A] * 30}
+    scores = {name: action_scores(gold, pred) for name, pred in blind.items()}
+    assert all(s["informedness"] == pytest.approx(0.0, abs=0.05) for s in scores.values())
+    assert scores["always answer"]["macro_f1"] == pytest.approx(scores["always answer"]["majority_macro_f1"])
+    assert scores["always answer"]["macro_f1"] < 0.37 < 0.49 < scores["alternate"]["macro_f1"]
+    perfect = action_scores(gold, gold)
+    assert perfect["informedness"] == 1.0
+    assert action_scores(gold, [A if g == C else C for g in gold])["informedness"] == -1.0
+    assert action_scores([A, A], [C, A])["informedness"] == 0.0  # one gold action: undefined -> 0
 
 
 def test_strings_accepted_and_confusion_counts():
@@ -52,7 +69,7 @@ def test_length_mismatch_is_an_error():
 
 
 def test_matches_sklearn_on_random_label_vectors():
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_score, recall_score
 
     rng = random.Random(1234)
     labels = ["clarify", "answer"]
@@ -74,3 +91,5 @@ def test_matches_sklearn_on_random_label_vectors():
         assert s["clarify_precision"] == pytest.approx(precision_score(gold, pred, pos_label="clarify", **{**kw, "labels": None})), trial
         assert s["clarify_recall"] == pytest.approx(recall_score(gold, pred, pos_label="clarify", **{**kw, "labels": None})), trial
         assert s["clarify_f1"] == pytest.approx(f1_score(gold, pred, average=None, **kw)[0]), trial
+        if len(set(gold)) == 2:
+            assert s["informedness"] == pytest.approx(balanced_accuracy_score(gold, pred, adjusted=True)), trial

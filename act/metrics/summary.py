@@ -33,6 +33,7 @@ HEADLINE: tuple[tuple[str, str, str], ...] = (
     ("action", "macro_f1", "Action Macro F1"),
     ("action", "accuracy", "Action accuracy"),
     ("action", "clarify_f1", "Clarify F1"),
+    ("action", "informedness", "Action informedness (J)"),
     ("turn", "answer_score", "Turn task score"),
     ("turn", "token_f1", "Turn token F1"),
     ("trajectory", "score", "Trajectory score"),
