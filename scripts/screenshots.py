@@ -27,8 +27,8 @@ def mlflow_api(base: str, path: str, body: dict | None = None) -> dict:
         return json.load(resp)
 
 
-def close_assistant(page) -> None:
-    """MLflow 3 opens an assistant side panel on a fresh browser profile: close it if it is there."""
+def close_side_panel(page) -> None:
+    """MLflow 3 opens a chat side panel on a fresh browser profile: close it if it is there."""
     button = page.locator("[aria-label*='Close' i]").first
     if button.count():
         button.click(timeout=3000)
@@ -39,7 +39,7 @@ def mlflow_shots(page, base: str, experiment: str, stage: str, out: Path) -> Non
     exp_id = mlflow_api(base, f"experiments/get-by-name?experiment_name={urllib.parse.quote(experiment)}")["experiment"]["experiment_id"]
     page.goto(f"{base}/#/experiments/{exp_id}/runs")
     page.wait_for_selector("text=matching runs", timeout=60000)
-    close_assistant(page)
+    close_side_panel(page)
     page.screenshot(path=str(out / "mlflow-runs.png"))
     print(f"wrote {out / 'mlflow-runs.png'}")
 
@@ -53,7 +53,7 @@ def mlflow_shots(page, base: str, experiment: str, stage: str, out: Path) -> Non
     query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([exp_id])})
     page.goto(f"{base}/#/compare-runs?{query}")
     page.wait_for_selector("text=Comparing 2 Runs", timeout=60000)
-    close_assistant(page)
+    close_side_panel(page)
     diff_only = page.get_by_text("Show diff only").first
     if diff_only.count():
         diff_only.click()  # only the params and metrics that differ between the two runs
