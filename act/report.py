@@ -87,8 +87,15 @@ def plot_confusion(rows: Sequence[dict], policies: Sequence[str], path: Path) ->
     return path
 
 
+def unit_error_bars(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]:
+    """matplotlib's asymmetric `yerr` ([below], [above]) for scores in [0, 1]: the std, cut so a
+    bar never reaches below 0 or above 1."""
+    return [[min(s, max(0.0, v)) for v, s in zip(means, stds)],
+            [min(s, max(0.0, 1.0 - v)) for v, s in zip(means, stds)]]
+
+
 def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
-    """Headline metrics, one bar per policy, with seed std as error bars when present."""
+    """Headline metrics, one bar per policy, with seed std as error bars (within [0, 1]) when present."""
     plt = pyplot()
     policies = list(metrics)
     shown = [(lvl, m, lab) for lvl, m, lab in HEADLINE if any(m in metrics[p].get(lvl, {}) for p in policies)]
@@ -98,7 +105,7 @@ def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
         vals = [metrics[policy].get(lvl, {}).get(m, 0.0) for lvl, m, _ in shown]
         errs = [metrics[policy].get(lvl, {}).get(f"{m}_std", 0.0) for lvl, m, _ in shown]
         xs = [i + (k - (len(policies) - 1) / 2) * width for i in range(len(shown))]
-        bars = ax.bar(xs, vals, width, yerr=errs if any(errs) else None, capsize=3, label=policy)
+        bars = ax.bar(xs, vals, width, yerr=unit_error_bars(vals, errs) if any(errs) else None, capsize=3, label=policy)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=1)
     ax.set_xticks(range(len(shown)), [lab for _, _, lab in shown], rotation=20, ha="right")
     ax.set_ylim(0, 1.08)
@@ -275,8 +282,7 @@ def ablation_bars(table: Sequence[dict[str, Any]], methods: Sequence[str]) -> tu
     for m in methods:
         means = [by[(m, k)]["mean"] if (m, k) in by else 0.0 for k in shown]
         stds = [by[(m, k)]["std"] if (m, k) in by else 0.0 for k in shown]
-        low = [min(s, max(0.0, v)) for v, s in zip(means, stds)]
-        high = [min(s, max(0.0, 1.0 - v)) for v, s in zip(means, stds)]
+        low, high = unit_error_bars(means, stds)
         bars[m] = (means, low, high)
     return shown, flat, bars
 
