@@ -320,7 +320,7 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 .scroll{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
 th{background:#f3f3f3;font-weight:600;max-width:7em;vertical-align:bottom}td{white-space:nowrap}
-td.l,th.l{text-align:left}td.na{color:#999;text-align:center}.key{display:block;font-weight:normal;color:#777;font-size:0.75em}
+td.l,th.l{text-align:left}td.na{color:#999;text-align:center}.key{display:block;font-weight:normal;color:#777;font-size:0.75em;overflow-wrap:anywhere}
 img{max-width:100%;margin:0.5em 0}
 .pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em;margin:1em 0;border-top:1px solid #ddd;padding-top:0.5em}
 .msg{white-space:pre-wrap;overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:0.85em;margin:2px 0;padding:4px;border-radius:4px}
@@ -377,8 +377,8 @@ def _table(metrics: dict[str, dict]) -> str:
             for name in metrics[policy].get(level, {}):
                 if name not in names and not name.endswith("_std"):
                     names.append(name)
-        head = "".join(f"<th>{html.escape(LABELS.get(n, n.replace('_', ' ')))}<span class=key>"
-                       f"{html.escape(n).replace('_', '_<wbr>')}</span></th>" for n in names)  # keys break at _
+        head = "".join(f"<th>{html.escape(LABELS.get(n, n.replace('_', ' ')))}<span class=key>{html.escape(n)}</span></th>"
+                       for n in names)
         body = []
         for policy, levels in metrics.items():
             cells = "".join(_cell(n, levels.get(level, {})) for n in names)
