@@ -32,14 +32,15 @@ MARGINS_PNG = "reward_margins.png"
 SIGNAL_PNG = "training_signal.png"
 
 PLOT_DATA: dict[str, tuple[str, ...]] = {
-    "headline": ("metric", "score"),
+    "headline.json": ("policy", "metric", "score"),
     "confusion": ("gold", "predicted"),
     "reward_margins.tsv": ("step", "margin", "accuracy"),
     "probe.tsv": ("step", "margin", "accuracy"),
     "sampling_rounds.tsv": ("step", "clarify_share", "policy_wins_share"),
 }
-"""The plot data `write_plot_data` writes under the plots dir, and the fields of each row: the
-folders `headline/` and `confusion/` hold one JSON list per policy (`<policy>.json`), the TSVs
+"""The plot data `write_plot_data` writes under the plots dir, and the fields of each row:
+headline.json one row per policy and headline metric (`metric` reads "act: Action Macro F1"), the
+folder `confusion/` one JSON list per policy (`<policy>.json`, a row per eval example), the TSVs
 one row per logged training step. dvc.yaml's `plots:` section names these paths and fields
 (tests/test_plot_data.py holds the two together)."""
 
@@ -232,9 +233,10 @@ def _write_rows_json(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def headline_rows(levels: dict[str, dict]) -> list[dict]:
-    """[{"metric": label, "score": value}] for the headline metrics one policy has."""
-    return [{"metric": label, "score": levels[lvl][m]} for lvl, m, label in HEADLINE if m in levels.get(lvl, {})]
+def headline_rows(metrics: dict[str, dict]) -> list[dict]:
+    """[{"policy", "metric": "<policy>: <label>", "score"}] for the headline metrics each policy has."""
+    return [{"policy": policy, "metric": f"{policy}: {label}", "score": levels[lvl][m]}
+            for policy, levels in metrics.items() for lvl, m, label in HEADLINE if m in levels.get(lvl, {})]
 
 
 def write_plot_data(metrics: dict[str, dict], rows: Sequence[dict], train_log: Sequence[dict] | None,
@@ -242,9 +244,8 @@ def write_plot_data(metrics: dict[str, dict], rows: Sequence[dict], train_log: S
     """The series behind the plots as DVC plot data (`PLOT_DATA`): headline scores and gold x
     predicted actions per policy, and the training curves when the log has them."""
     out = Path(out_dir)
-    paths = []
-    for policy, levels in metrics.items():
-        paths.append(_write_rows_json(out / "headline" / f"{policy}.json", headline_rows(levels)))
+    paths = [_write_rows_json(out / "headline.json", headline_rows(metrics))]
+    for policy in metrics:
         pairs = [{"gold": r["gold_action"], "predicted": r["pred_action"]} for r in rows if r["policy"] == policy]
         paths.append(_write_rows_json(out / "confusion" / f"{policy}.json", pairs))
     log = train_log or []

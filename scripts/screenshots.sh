@@ -8,7 +8,8 @@
 #
 # REVS           what `dvc plots diff` overlays (default: the two newest experiments of HEAD; with
 #                fewer, the workspace against HEAD)
-# PLOT_TARGETS   the plots on the DVC page (default: act's headline metrics and the three training curves)
+# PLOT_TARGETS   the plots on the DVC page, ids from dvc.yaml's `plots:` joined by | (default: the
+#                training curves and the headline metrics)
 # MLFLOW_DB      the MLflow store shown (default: mlflow.db); COMPARE_STAGE: the stage whose two newest
 #                finished runs are compared (default: train)
 # CHROMIUM       the browser (default: chromium on PATH)
@@ -56,7 +57,7 @@ if [ -z "${REVS:-}" ]; then
   REVS=$(.venv/bin/dvc exp list --name-only 2>/dev/null | tail -n 2 | tr '\n' ' ' || true)
   [ "$(echo $REVS | wc -w)" -ge 2 ] || REVS=""
 fi
-PLOT_TARGETS=${PLOT_TARGETS:-"plots/evaluate/headline/act.json|DPO reward margin during ACT training|Fixed probe set during ACT training|On-policy samples per round"}
+PLOT_TARGETS=${PLOT_TARGETS:-"DPO reward margin during ACT training|Fixed probe set during ACT training|On-policy samples per round|Headline metrics per policy"}
 IFS='|' read -r -a targets <<< "$PLOT_TARGETS"
 rm -rf "$CACHE/dvc_plots"
 # shellcheck disable=SC2086  # REVS is a list of revisions
@@ -68,7 +69,7 @@ PORT=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1
 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid .venv/bin/mlflow server --host 127.0.0.1 --port "$PORT" \
   --workers 1 --backend-store-uri "sqlite:///$(realpath "$MLFLOW_DB")" > "$CACHE/mlflow.log" 2>&1 &
 MLFLOW_PID=$!
-trap 'kill -- -$MLFLOW_PID 2>/dev/null || true' EXIT
+trap 'kill -- -$MLFLOW_PID 2>/dev/null; wait $MLFLOW_PID 2>/dev/null || true' EXIT
 for _ in $(seq 120); do
   curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
   sleep 1

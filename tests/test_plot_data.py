@@ -48,8 +48,8 @@ def _dvc_plots() -> dict[str, dict]:
 def test_plot_data_holds_the_series(tmp_path):
     written = write_plot_data(METRICS, ROWS, LOG, tmp_path)
     names = sorted(str(p.relative_to(tmp_path)) for p in written)
-    assert names == ["confusion/act.json", "confusion/base.json", "headline/act.json", "headline/base.json",
-                     "probe.tsv", "reward_margins.tsv", "sampling_rounds.tsv"]
+    assert names == ["confusion/act.json", "confusion/base.json", "headline.json", "probe.tsv", "reward_margins.tsv",
+                     "sampling_rounds.tsv"]
     margins = _tsv(tmp_path / "reward_margins.tsv")
     assert [(r["step"], float(r["margin"]), float(r["accuracy"])) for r in margins] == [
         ("1", pytest.approx(0.1), 0.5), ("2", pytest.approx(0.2), 0.5), ("3", pytest.approx(0.3), 0.5)]
@@ -57,10 +57,14 @@ def test_plot_data_holds_the_series(tmp_path):
         ("0", pytest.approx(-0.2)), ("5", pytest.approx(0.3))]
     rounds = _tsv(tmp_path / "sampling_rounds.tsv")  # 3 of 4 samples clarify, 2 of 4 won; then none
     assert [(float(r["clarify_share"]), float(r["policy_wins_share"])) for r in rounds] == [(0.75, 0.5), (0.0, 0.0)]
-    headline = json.loads((tmp_path / "headline/act.json").read_text())
-    assert headline == [{"metric": "Action Macro F1", "score": 0.9}, {"metric": "Clarify F1", "score": 1.0},
-                        {"metric": "Turn task score", "score": 1.0}, {"metric": "Trajectory score", "score": 0.75},
-                        {"metric": "Trajectory success", "score": 0.5}]
+    headline = json.loads((tmp_path / "headline.json").read_text())
+    assert [r for r in headline if r["policy"] == "act"] == [
+        {"policy": "act", "metric": "act: Action Macro F1", "score": 0.9},
+        {"policy": "act", "metric": "act: Clarify F1", "score": 1.0},
+        {"policy": "act", "metric": "act: Turn task score", "score": 1.0},
+        {"policy": "act", "metric": "act: Trajectory score", "score": 0.75},
+        {"policy": "act", "metric": "act: Trajectory success", "score": 0.5}]
+    assert len(headline) == 10
     confusion = json.loads((tmp_path / "confusion/base.json").read_text())
     assert confusion == [{"gold": "clarify", "predicted": "answer"}, {"gold": "answer", "predicted": "answer"},
                          {"gold": "clarify", "predicted": "clarify"}]
@@ -72,8 +76,8 @@ def test_no_training_log_means_no_curves(tmp_path):
 
 
 def test_dvc_yaml_draws_what_the_evaluate_stage_writes(tmp_path):
-    """Every data plot in dvc.yaml names a file (or folder) write_plot_data writes and fields its rows
-    have; every PLOT_DATA entry is drawn; every image named is a PNG write_plots makes."""
+    """Every data plot in dvc.yaml names a file (or folder of per-policy files) write_plot_data writes
+    and fields its rows have; every PLOT_DATA entry is drawn; every image named is a PNG write_plots makes."""
     write_plot_data(METRICS, ROWS, LOG, tmp_path)
     pngs = {p.name for p in write_plots(METRICS, ROWS, LOG, tmp_path / "png")}
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]
@@ -84,7 +88,7 @@ def test_dvc_yaml_draws_what_the_evaluate_stage_writes(tmp_path):
             assert key.startswith(plots_dir + "/") and Path(key).name in pngs, key
             continue
         files = spec["y"] if isinstance(spec.get("y"), dict) else {key: spec["y"]}
-        assert spec.get("template") in {"linear", "confusion", "bar_horizontal"}, key
+        assert spec.get("template") in {"simple", "linear", "confusion", "bar_horizontal"}, key
         for path, fields in files.items():
             rel = path.removeprefix(plots_dir + "/")
             assert rel in PLOT_DATA, f"{key}: {path} is not a plot data file of the evaluate stage"
@@ -93,8 +97,8 @@ def test_dvc_yaml_draws_what_the_evaluate_stage_writes(tmp_path):
             for field in [spec["x"], *fields]:
                 assert field in PLOT_DATA[rel], f"{key}: {path} has no field {field!r}"
             target = tmp_path / rel
-            rows = ([r for f in sorted(target.glob("*.json")) for r in json.loads(f.read_text())] if target.is_dir()
-                    else _tsv(target))
+            files = sorted(target.glob("*.json")) if target.is_dir() else [target]
+            rows = [r for f in files for r in (json.loads(f.read_text()) if f.suffix == ".json" else _tsv(f))]
             assert rows and all(set(r) == set(PLOT_DATA[rel]) for r in rows), path
     assert drawn == set(PLOT_DATA)
 
