@@ -1,7 +1,13 @@
-"""Evaluation plots (PNG) and a self-contained HTML report: data in, files out.
+"""Evaluation plots (PNG), their data for DVC, and a self-contained HTML report: data in, files out.
 
-    write_plots(metrics, rows, train_log, out_dir)  -> list of PNG paths
-    write_html(metrics, rows, plots, path, ...)      -> the report file
+    write_plots(metrics, rows, train_log, out_dir)      -> list of PNG paths (embedded in the report)
+    write_plot_data(metrics, rows, train_log, out_dir)  -> list of TSV/JSON files (`PLOT_DATA`)
+    write_html(metrics, rows, plots, path, ...)          -> the report file
+    plot_ablations(table, methods, path)                 -> reports/ablations.png
+
+The plot data files are what dvc.yaml's top-level `plots:` section draws with DVC's templates, so
+`dvc plots diff <exp1> <exp2>` overlays two experiments; the PNGs draw the same series for the
+report.
 
 `metrics` is the nested {policy: {level: {metric: value}}} dict of `metrics/evaluate.json`;
 `rows` the per-example evaluation rows (see `act.metrics.summary`); `train_log` the trainer's log
@@ -18,12 +24,25 @@ from typing import Any, Sequence
 
 from act.actions import ACTIONS
 from act.io import atomic_file
-from act.metrics.summary import HEADLINE
+from act.metrics.summary import HEADLINE, HEADLINE_KEYS
 
 CONFUSION_PNG = "confusion.png"
 METRICS_PNG = "metrics.png"
 MARGINS_PNG = "reward_margins.png"
+SIGNAL_PNG = "training_signal.png"
 
+PLOT_DATA: dict[str, tuple[str, ...]] = {
+    "headline.json": ("policy", "metric", "score"),
+    "confusion": ("gold", "predicted"),
+    "reward_margins.tsv": ("step", "margin", "accuracy"),
+    "probe.tsv": ("step", "margin", "accuracy"),
+    "sampling_rounds.tsv": ("step", "clarify_share", "policy_wins_share"),
+}
+"""The plot data `write_plot_data` writes under the plots dir, and the fields of each row:
+headline.json one row per policy and headline metric (`metric` reads "act: Action Macro F1"), the
+folder `confusion/` one JSON list per policy (`<policy>.json`, a row per eval example), the TSVs
+one row per logged training step. dvc.yaml's `plots:` section names these paths and fields
+(tests/test_plot_data.py holds the two together)."""
 
 
 def pyplot():
@@ -69,8 +88,15 @@ def plot_confusion(rows: Sequence[dict], policies: Sequence[str], path: Path) ->
     return path
 
 
+def unit_error_bars(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]:
+    """matplotlib's asymmetric `yerr` ([below], [above]) for scores in [0, 1]: the std, cut so a
+    bar never reaches below 0 or above 1."""
+    return [[min(s, max(0.0, v)) for v, s in zip(means, stds)],
+            [min(s, max(0.0, 1.0 - v)) for v, s in zip(means, stds)]]
+
+
 def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
-    """Headline metrics, one bar per policy, with seed std as error bars when present."""
+    """Headline metrics, one bar per policy, with seed std as error bars (within [0, 1]) when present."""
     plt = pyplot()
     policies = list(metrics)
     shown = [(lvl, m, lab) for lvl, m, lab in HEADLINE if any(m in metrics[p].get(lvl, {}) for p in policies)]
@@ -80,7 +106,7 @@ def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
         vals = [metrics[policy].get(lvl, {}).get(m, 0.0) for lvl, m, _ in shown]
         errs = [metrics[policy].get(lvl, {}).get(f"{m}_std", 0.0) for lvl, m, _ in shown]
         xs = [i + (k - (len(policies) - 1) / 2) * width for i in range(len(shown))]
-        bars = ax.bar(xs, vals, width, yerr=errs if any(errs) else None, capsize=3, label=policy)
+        bars = ax.bar(xs, vals, width, yerr=unit_error_bars(vals, errs) if any(errs) else None, capsize=3, label=policy)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=1)
     ax.set_xticks(range(len(shown)), [lab for _, _, lab in shown], rotation=20, ha="right")
     ax.set_ylim(0, 1.08)
@@ -93,10 +119,28 @@ def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
     return path
 
 
+def margin_points(log: Sequence[dict]) -> list[tuple[Any, Any, Any]]:
+    """(step, reward margin or None, reward accuracy or None) of the training log's DPO steps."""
+    return [(e["step"], e.get("rewards/margins"), e.get("rewards/accuracies")) for e in log
+            if isinstance(e, dict) and "step" in e and ("rewards/margins" in e or "rewards/accuracies" in e)]
+
+
+def probe_points(log: Sequence[dict]) -> list[tuple[Any, Any, Any]]:
+    """(step, margin, accuracy) on the fixed probe set (`probe/*` entries of the training log)."""
+    return sorted((e["step"], e.get("probe/rewards/margins"), e.get("probe/rewards/accuracies")) for e in log
+                  if isinstance(e, dict) and "step" in e and "probe/rewards/margins" in e)
+
+
+def round_points(log: Sequence[dict]) -> list[tuple[Any, float, float]]:
+    """(step, share of samples that clarify, share that won) per on-policy sampling round."""
+    rounds = sorted((e["step"], e["samples/clarify"], e.get("samples/answer", 0), e.get("samples/policy_wins", 0))
+                    for e in log if isinstance(e, dict) and "step" in e and "samples/clarify" in e)
+    return [(s, c / max(1, c + a), w / max(1, c + a)) for s, c, a, w in rounds]
+
+
 def plot_reward_margins(log: Sequence[dict], path: Path) -> Path | None:
     """DPO reward margin (and accuracy) over training steps; None when the log has neither."""
-    points = [(e["step"], e.get("rewards/margins"), e.get("rewards/accuracies")) for e in log
-              if isinstance(e, dict) and "step" in e and ("rewards/margins" in e or "rewards/accuracies" in e)]
+    points = margin_points(log)
     if not points:
         return None
     plt = pyplot()
@@ -125,10 +169,8 @@ def plot_training_signal(log: Sequence[dict], path: Path) -> Path | None:
     """What ACT training learns from: DPO margin and reward accuracy on the fixed probe set (the eval
     split's Phase-1 pairs, `probe/*` entries of the training log) and, per sampling round, the share
     of samples that clarify and the share that won (replaced the chosen side). None without either."""
-    probe = sorted((e["step"], e.get("probe/rewards/margins"), e.get("probe/rewards/accuracies")) for e in log
-                   if isinstance(e, dict) and "step" in e and "probe/rewards/margins" in e)
-    rounds = sorted((e["step"], e["samples/clarify"], e.get("samples/answer", 0), e.get("samples/policy_wins", 0))
-                    for e in log if isinstance(e, dict) and "step" in e and "samples/clarify" in e)
+    probe = probe_points(log)
+    rounds = round_points(log)
     if not probe and not rounds:
         return None
     plt = pyplot()
@@ -146,10 +188,9 @@ def plot_training_signal(log: Sequence[dict], path: Path) -> Path | None:
     left.set_ylabel("reward margin")
     left.set_title("Fixed probe set (eval Phase-1 pairs)")
     if rounds:
-        steps = [s for s, *_ in rounds]
-        totals = [max(1, c + a) for _, c, a, _ in rounds]
-        right.plot(steps, [c / t for (_, c, _, _), t in zip(rounds, totals)], marker="o", ms=3, label="samples that clarify")
-        right.plot(steps, [w / t for (_, _, _, w), t in zip(rounds, totals)], marker="s", ms=3, label="policy-side winners")
+        steps = [s for s, _, _ in rounds]
+        right.plot(steps, [c for _, c, _ in rounds], marker="o", ms=3, label="samples that clarify")
+        right.plot(steps, [w for _, _, w in rounds], marker="s", ms=3, label="policy-side winners")
         right.set_ylim(-0.02, 1.02)
         right.legend(fontsize=8)
     right.set_xlabel("training step (sampling round)")
@@ -169,25 +210,164 @@ def write_plots(metrics: dict[str, dict], rows: Sequence[dict], train_log: Seque
     margins = plot_reward_margins(train_log or [], out / MARGINS_PNG)
     if margins is not None:
         paths.append(margins)
-    signal = plot_training_signal(train_log or [], out / "training_signal.png")
+    signal = plot_training_signal(train_log or [], out / SIGNAL_PNG)
     if signal is not None:
         paths.append(signal)
     return paths
 
 
+def _write_tsv(path: Path, fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    with atomic_file(path) as fh:
+        fh.write("\t".join(fields) + "\n")
+        for row in rows:
+            fh.write("\t".join("" if v is None else str(v) for v in row) + "\n")
+    return path
+
+
+def _write_rows_json(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    with atomic_file(path) as fh:
+        json.dump(rows, fh, indent=1)
+        fh.write("\n")
+    return path
+
+
+def headline_rows(metrics: dict[str, dict]) -> list[dict]:
+    """[{"policy", "metric": "<policy>: <label>", "score"}] for the headline metrics each policy has."""
+    return [{"policy": policy, "metric": f"{policy}: {label}", "score": levels[lvl][m]}
+            for policy, levels in metrics.items() for lvl, m, label in HEADLINE if m in levels.get(lvl, {})]
+
+
+def write_plot_data(metrics: dict[str, dict], rows: Sequence[dict], train_log: Sequence[dict] | None,
+                    out_dir: str | Path) -> list[Path]:
+    """The series behind the plots as DVC plot data (`PLOT_DATA`): headline scores and gold x
+    predicted actions per policy, and the training curves when the log has them."""
+    out = Path(out_dir)
+    paths = [_write_rows_json(out / "headline.json", headline_rows(metrics))]
+    for policy in metrics:
+        pairs = [{"gold": r["gold_action"], "predicted": r["pred_action"]} for r in rows if r["policy"] == policy]
+        paths.append(_write_rows_json(out / "confusion" / f"{policy}.json", pairs))
+    log = train_log or []
+    curves = {"reward_margins.tsv": margin_points(log), "probe.tsv": probe_points(log),
+              "sampling_rounds.tsv": round_points(log)}
+    for name, points in curves.items():
+        if points:
+            paths.append(_write_tsv(out / name, PLOT_DATA[name], points))
+    return paths
+
+
+# ------------------------------------------------------------------------------------ ablations
+def metric_label(key: str) -> str:
+    """A readable name for a flattened metric key ("action.macro_f1" -> "Action Macro F1")."""
+    labels = {f"{lvl}.{m}": lab for lvl, m, lab in HEADLINE}
+    return labels.get(key) or key.replace("_", " ").replace(".", ": ", 1)
+
+
+ABLATION_METRICS = ("action.macro_f1", "action.clarify_f1", "turn.answer_score", "trajectory.score",
+                    "trajectory.success_rate")
+"""The metrics the ablation plot draws (where the table has them): Action Macro F1, Clarify F1,
+turn score, trajectory score, trajectory success."""
+
+
+def ablation_bars(table: Sequence[dict[str, Any]], methods: Sequence[str]) -> tuple[list[str], list[str], dict]:
+    """What the ablation plot draws: (metrics shown, metrics left out as 0 for every method,
+    {method: (means, error below, error above)}). The error bars are the seed std cut to the
+    [0, 1] a score lives in: never below 0, never above 1."""
+    by = {(r["method"], r["metric"]): r for r in table}
+    present = list(dict.fromkeys(r["metric"] for r in table))
+    wanted = [m for m in ABLATION_METRICS if m in present] or [m for m in HEADLINE_KEYS if m in present] or present
+    flat = [k for k in wanted if all(by[(m, k)]["mean"] == 0 and by[(m, k)]["std"] == 0 for m in methods if (m, k) in by)]
+    shown = [k for k in wanted if k not in flat]
+    bars = {}
+    for m in methods:
+        means = [by[(m, k)]["mean"] if (m, k) in by else 0.0 for k in shown]
+        stds = [by[(m, k)]["std"] if (m, k) in by else 0.0 for k in shown]
+        low, high = unit_error_bars(means, stds)
+        bars[m] = (means, low, high)
+    return shown, flat, bars
+
+
+def plot_ablations(table: Sequence[dict[str, Any]], methods: Sequence[str], path: str | Path) -> Path:
+    """Mean per method and metric (`ablation_bars`), labelled in words; a metric that is 0 for every
+    method is named under the axes instead of drawn as an empty group. The ablation CSV and
+    markdown keep every metric."""
+    plt = pyplot()
+    shown, flat, bars = ablation_bars(table, methods)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(shown) * max(1, len(methods)) ** 0.5 + 2.5), 4.2))
+    width = 0.8 / max(1, len(methods))
+    for i, (m, (means, low, high)) in enumerate(bars.items()):
+        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(shown))]
+        ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=m)
+    ax.set_xticks(range(len(shown)), [metric_label(k) for k in shown])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score (mean over seeds)")
+    ax.legend(title="method", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("ACT ablations: mean, error bars = seed std (cut to [0, 1])")
+    if flat:
+        ax.text(0.0, -0.16, "0 for every method, not drawn: " + ", ".join(metric_label(k) for k in flat),
+                transform=ax.transAxes, fontsize=8, color="#555", va="top")
+    if not shown:
+        ax.text(0.5, 0.5, "every metric is 0 for every method", transform=ax.transAxes, ha="center", color="#555")
+    fig.tight_layout()
+    path = save_png(fig, Path(path))
+    plt.close(fig)
+    return path
+
+
 # -------------------------------------------------------------------------------------- HTML
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;margin:0.5em 0}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:1em 0;border-top:1px solid #ddd;padding-top:0.5em}
-.msg{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:0.85em;margin:2px 0;padding:4px;border-radius:4px}
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
+.scroll{max-width:100%;overflow-x:auto}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
+th{background:#f3f3f3;font-weight:600;max-width:7em;vertical-align:bottom}td{white-space:nowrap}
+td.l,th.l{text-align:left}td.na{color:#999;text-align:center}.key{display:block;font-weight:normal;color:#777;font-size:0.75em;overflow-wrap:anywhere}
+img{max-width:100%;margin:0.5em 0}
+.pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em;margin:1em 0;border-top:1px solid #ddd;padding-top:0.5em}
+.msg{white-space:pre-wrap;overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:0.85em;margin:2px 0;padding:4px;border-radius:4px}
 .user{background:#eef4ff}.assistant{background:#f1f8ec}.system{background:#f6f6f6}.meta{color:#666;font-size:0.85em}
 """
 
+MISSING = "&ndash;"
+"""What a table cell shows for a metric the policy has no value for (see `LEGEND`)."""
 
-def _fmt(v: Any) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+COUNTS = frozenset({"n", "n_answer", "n_gold_clarify", "n_post_clarify", "non_terminated", "empty", "errors",
+                    "timeouts", "seeds"})
+"""Metrics that count examples: shown as whole numbers (a mean over seeds keeps one decimal)."""
+
+LABELS = {
+    "accuracy": "accuracy", "macro_f1": "Macro F1", "weighted_f1": "weighted F1", "clarify_f1": "clarify F1",
+    "clarify_precision": "clarify precision", "clarify_recall": "clarify recall", "n": "examples",
+    "answer_score": "task score (answer turns)", "n_answer": "answer turns", "token_f1": "token F1",
+    "embedding_similarity": "embedding similarity", "empty": "empty replies", "errors": "SQL execution errors",
+    "timeouts": "SQL timeouts", "score": "score", "success_rate": "success rate",
+    "post_clarify_score": "score after asking", "n_post_clarify": "asked first",
+    "score_gold_clarify": "score on ambiguous turns", "n_gold_clarify": "ambiguous turns",
+    "terminated_rate": "answered rate", "mean_clarify_turns": "questions asked (mean)",
+    "non_terminated": "never answered", "seeds": "seeds",
+}
+"""Column headings of the metrics tables; the metrics.json key is printed under each."""
+
+LEGEND = (f"{MISSING} = not measured for this policy or dataset (SQL errors and timeouts exist only for "
+          "AmbigSQL, token F1 only for text answers). Counts are numbers of eval examples (a mean when "
+          "there are several seeds); &plusmn; is the standard deviation over seeds. SQL execution errors: "
+          "answers whose SQL failed to run on the database.")
+
+
+def _fmt(name: str, v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return html.escape(str(v))
+    if name in COUNTS:
+        return str(int(v)) if float(v).is_integer() else f"{v:.1f}"
+    return f"{v:.3f}"
+
+
+def _cell(name: str, vals: dict) -> str:
+    if name not in vals:
+        return f"<td class=na title='not measured'>{MISSING}</td>"
+    std = vals.get(f"{name}_std")
+    spread = f" &plusmn; {_fmt(name, std)}" if std is not None else ""
+    return f"<td>{_fmt(name, vals[name])}{spread}</td>"
 
 
 def _table(metrics: dict[str, dict]) -> str:
@@ -198,18 +378,30 @@ def _table(metrics: dict[str, dict]) -> str:
             for name in metrics[policy].get(level, {}):
                 if name not in names and not name.endswith("_std"):
                     names.append(name)
-        head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        head = "".join(f"<th>{html.escape(LABELS.get(n, n.replace('_', ' ')))}<span class=key>{html.escape(n)}</span></th>"
+                       for n in names)
         body = []
         for policy, levels in metrics.items():
-            vals = levels.get(level, {})
-            cells = []
-            for n in names:
-                v = vals.get(n, "")
-                std = vals.get(f"{n}_std")
-                cells.append(f"<td>{_fmt(v)}{f' &plusmn; {std:.3f}' if std is not None else ''}</td>")
-            body.append(f"<tr><th class=l>{html.escape(policy)}</th>{''.join(cells)}</tr>")
-        parts.append(f"<h3>{level.capitalize()} level</h3><table><tr><th class=l>policy</th>{head}</tr>{''.join(body)}</table>")
+            cells = "".join(_cell(n, levels.get(level, {})) for n in names)
+            body.append(f"<tr><th class=l>{html.escape(policy)}</th>{cells}</tr>")
+        parts.append(f"<h3>{level.capitalize()} level</h3><div class=scroll><table>"
+                     f"<tr><th class=l>policy</th>{head}</tr>{''.join(body)}</table></div>")
+    parts.append(f"<p class=meta>{LEGEND}</p>")
     return "\n".join(parts)
+
+
+def outcome(row: dict) -> str:
+    """How a sampled conversation ended, in words: an empty reply is "empty reply", never "answered"."""
+    if row.get("first_empty") or row.get("traj_status") == "empty":
+        return "empty reply"
+    if not row.get("terminated"):
+        return "never answered"
+    status = row.get("traj_status")
+    if status == "error":
+        return "answered (SQL execution error)"
+    if status == "timeout":
+        return "answered (SQL timed out)"
+    return "answered"
 
 
 def _messages(msgs: Sequence[dict]) -> str:
@@ -235,8 +427,7 @@ def _samples(rows: Sequence[dict], policies: Sequence[str], per_policy: int) -> 
             if r.get("gold_reply"):
                 gold += [{"role": "user", "content": r["gold_reply"]}, {"role": "assistant", "content": r.get("gold_target", "")}]
             meta = (f"record {html.escape(r['record_id'])} &middot; gold {r['gold_action']} &middot; policy "
-                    f"{r['pred_action']} &middot; score {r['traj_score']:.2f} &middot; "
-                    f"{'answered' if r['terminated'] else 'never answered'}")
+                    f"{r['pred_action']} &middot; score {r['traj_score']:.2f} &middot; {outcome(r)}")
             out.append(
                 f"<p class=meta>{meta}</p>{_messages(prompt[-2:])}<div class=pair>"
                 f"<div><b>gold</b>{_messages(gold)}</div><div><b>{html.escape(policy)}</b>{_messages(r.get('turns', []))}</div></div>"

@@ -174,7 +174,7 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     import io
 
     from act.io import atomic_file
-    from act.report import pyplot, save_png
+    from act.report import plot_ablations
 
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv_path, png = out_dir / "ablations.md", out_dir / "ablations.csv", out_dir / "ablations.png"
@@ -186,21 +186,7 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     writer.writerows(table)
     with atomic_file(csv_path) as fh:
         fh.write(buf.getvalue())
-    metrics = headline(table)[:8]
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(min(12, max(6, 0.25 * len(metrics) * max(1, len(methods)))), 4.5))
-    width = 0.8 / max(1, len(methods))
-    by = {(r["method"], r["metric"]): r for r in table}
-    for i, m in enumerate(methods):
-        xs = [j + i * width for j in range(len(metrics))]
-        ax.bar(xs, [by[(m, k)]["mean"] if (m, k) in by else 0 for k in metrics], width,
-               yerr=[by[(m, k)]["std"] if (m, k) in by else 0 for k in metrics], label=m, capsize=2)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, rotation=30, ha="right")
-    ax.legend(fontsize=8)
-    ax.set_title("ACT ablations (mean ± std over seeds)")
-    fig.tight_layout()
-    save_png(fig, png)
-    plt.close(fig)
+    plot_ablations(table, methods, png)
     return [md, csv_path, png]
 
 

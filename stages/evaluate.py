@@ -12,7 +12,10 @@ eval records are simulated (`act.metrics.levels`) and scored. Writes:
   each with its count; the same dict is logged to MLflow and drawn in the report;
 - `--out`: a DatasetDict, split `predictions`, one row per policy x seed x record (first
   response, actions, the simulated conversation, scores and failure statuses);
-- `--plots`: confusion.png, metrics.png, reward_margins.png (when `--train-log` has margins);
+- `--plots`: confusion.png, metrics.png, reward_margins.png and training_signal.png (when
+  `--train-log` has them) for the report, and beside them the same series as DVC plot data
+  (`act.report.PLOT_DATA`: headline/ and confusion/ per policy, *.tsv training curves) that
+  dvc.yaml's `plots:` section draws, so `dvc plots diff` overlays experiments;
 - `--report`: one self-contained HTML page (table, plots, sampled conversations vs gold).
 """
 
@@ -133,7 +136,9 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
 
         save_dataset(out, {"predictions": rows})
         with atomic_dir(plots_dir) as tmp:  # no stale plot (e.g. margins of an older run) survives
-            plots = report_mod.write_plots(metrics, rows, read_train_log(train_log), tmp)
+            train_history = read_train_log(train_log)
+            plots = report_mod.write_plots(metrics, rows, train_history, tmp)
+            report_mod.write_plot_data(metrics, rows, train_history, tmp)
             report_mod.write_html(metrics, rows, plots, report, title=f"ACT evaluation: {dataset}",
                                   dataset=dataset, samples=ev.samples)
         tracker.finish(metrics, metrics_path, artifacts=((report, "report"), (plots_dir, "plots")))
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-log", default=None, help="trainer log JSONL (reward margins plot; optional)")
     p.add_argument("--out", required=True, help="per-example predictions dataset dir")
     p.add_argument("--metrics", required=True, help="metrics JSON")
-    p.add_argument("--plots", required=True, help="dir for the PNG plots")
+    p.add_argument("--plots", required=True, help="dir for the PNG plots and their DVC plot data")
     p.add_argument("--report", required=True, help="HTML report file")
     args = p.parse_args(argv)
     setup_logging()

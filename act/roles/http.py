@@ -1,6 +1,8 @@
 """A client for any OpenAI-compatible chat-completions endpoint (hosted APIs, vLLM, Ollama,
 Gemini's compatible endpoint), with the robustness a long `dvc repro` needs:
 
+- transport: one `httpx.Client` per role (keep-alive pool of `concurrency` connections, proxies
+  from the environment, a failed connect retried once at once by httpx's transport);
 - a total deadline per request (`timeout_s` covers connecting, the headers and the whole body: a
   server trickling one byte at a time is cut off); retries with exponential backoff on 429, 5xx,
   timeouts, dropped connections and unreadable replies, honouring the server's Retry-After;
@@ -14,23 +16,23 @@ Gemini's compatible endpoint), with the robustness a long `dvc repro` needs:
 - the API key read from the environment variable named by `roles.<name>.api_key_env`, sent only
   in the Authorization header, and scrubbed from any error text; never logged or stored.
 
-Standard library only (urllib), so the role needs no extra dependency.
+httpx retries only connects; the status and timeout policy above is the project's own, because
+httpx has none for them and the endpoint's Retry-After and the breaker must be obeyed across threads.
 """
 
 from __future__ import annotations
 
 import email.utils
-import http.client
 import json
 import logging
 import os
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+import httpx
 
 from act.roles.base import Message, UsageCounter
 from act.roles.cache import CallCache, Completion, call_key, complete_through_cache
@@ -41,6 +43,8 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 60.0
 BREAKER_FAILURES = 10
 """Failed attempts in a row (across threads) after which the endpoint is taken as down."""
+CONNECT_RETRIES = 1
+"""Immediate reconnects httpx's transport makes when a connect fails (inside one attempt)."""
 _HINTS = {401: "check the key in the environment variable named by api_key_env",
           403: "the key is not allowed to use this model or endpoint",
           404: "check base_url (it should end in /v1) and the model name"}
@@ -85,10 +89,19 @@ class HttpChat:
         self.usage = usage if usage is not None else UsageCounter()
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self._sleep = sleep
+        self._client = httpx.Client(
+            transport=httpx.HTTPTransport(retries=CONNECT_RETRIES),
+            timeout=httpx.Timeout(cfg.timeout_s),  # each phase; `_Deadline` bounds the total
+            limits=httpx.Limits(max_connections=max(1, cfg.concurrency)),
+        )
         self._breaker_lock = threading.Lock()
         self._failures_in_a_row = 0
         self.attempts = 0
         """HTTP requests sent (for tests and the reliability figures)."""
+
+    def close(self) -> None:
+        """Close the pooled connections (a later call opens new ones)."""
+        self._client.close()
 
     @property
     def model(self) -> str:
@@ -178,35 +191,27 @@ class HttpChat:
         key = self._api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         late = f"no reply within timeout_s={self.cfg.timeout_s}"
         deadline = _Deadline(self.cfg.timeout_s)
         with self._breaker_lock:
             self.attempts += 1
         try:
-            with deadline, _OPENER.open(request, timeout=self.cfg.timeout_s) as resp:
+            with deadline, self._client.stream("POST", self.url, content=body, headers=headers,
+                                               extensions={"trace": deadline.trace}) as resp:
+                deadline.watch(resp.extensions.get("network_stream"))  # a reused connection
                 raw = resp.read()
-        except urllib.error.HTTPError as e:
-            if e.code in RETRY_STATUS:
-                raise _Retryable(f"HTTP {e.code}", _retry_after(e.headers.get("Retry-After"))) from None
-            try:
-                detail = self._scrub(e.read()[:300].decode("utf-8", "replace")) if e.fp else ""
-            except (OSError, http.client.HTTPException):
-                detail = ""
-            hint = f" ({_HINTS[e.code]})" if e.code in _HINTS else ""
-            raise RoleCallError(f"roles.{self.role}: {self.url} answered HTTP {e.code}{hint}: {detail}") from None
-        except (TimeoutError, socket.timeout):
+        except httpx.TimeoutException:
             raise _Retryable(late) from None
-        except urllib.error.URLError as e:
-            if deadline.expired or isinstance(e.reason, (TimeoutError, socket.timeout)):
-                raise _Retryable(late) from None
-            raise _Retryable(f"connection failed: {e.reason}") from None
-        except (OSError, http.client.HTTPException) as e:
+        except httpx.TransportError as e:  # refused, reset, cut short (by the deadline or the server)
             if deadline.expired:
                 raise _Retryable(late) from None
             raise _Retryable(f"connection failed: {type(e).__name__}") from None
-        if deadline.expired:  # the socket was shut at the deadline: what was read is cut short
-            raise _Retryable(late)
+        if resp.status_code in RETRY_STATUS:
+            raise _Retryable(f"HTTP {resp.status_code}", _retry_after(resp.headers.get("Retry-After")))
+        if resp.status_code >= 400:
+            detail = self._scrub(raw[:300].decode("utf-8", "replace"))
+            hint = f" ({_HINTS[resp.status_code]})" if resp.status_code in _HINTS else ""
+            raise RoleCallError(f"roles.{self.role}: {self.url} answered HTTP {resp.status_code}{hint}: {detail}")
         return self._parse(raw)
 
     def _parse(self, raw: bytes) -> Completion:
@@ -225,14 +230,14 @@ class HttpChat:
         return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
 
-
 # -- a total deadline per request ----------------------------------------------------------------
-_current = threading.local()
-
-
 class _Deadline:
     """`with _Deadline(s):` shuts the request's socket down `s` seconds after entry, so a read
-    blocked on a server that trickles bytes returns; `expired` tells the caller why."""
+    blocked on a server that trickles bytes returns; `expired` tells the caller why.
+
+    The socket comes from httpx's trace hook the moment a new connection is made, or from the
+    response once the headers arrive on a reused keep-alive connection (until then httpx's own
+    per-read timeout of `s` bounds the wait)."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
@@ -242,7 +247,6 @@ class _Deadline:
         self._lock = threading.Lock()
 
     def __enter__(self) -> "_Deadline":
-        _current.deadline = self
         self._timer = threading.Timer(self.seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
@@ -250,11 +254,21 @@ class _Deadline:
 
     def __exit__(self, *exc) -> None:
         self._timer.cancel()
-        _current.deadline = None
-
-    def watch(self, sock: socket.socket) -> None:
         with self._lock:
-            self._sock = sock
+            self._sock = None  # the connection may go back to the pool: never shut it later
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx/httpcore trace hook: catch the stream of a connection opened for this request."""
+        if event == "connection.connect_tcp.complete":
+            self.watch(info.get("return_value"))
+
+    def watch(self, stream: Any) -> None:
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:
+            return
+        with self._lock:
+            if self._sock is None:
+                self._sock = sock
             expired = self.expired
         if expired:
             self._shut(sock)
@@ -272,38 +286,3 @@ class _Deadline:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-
-def _watch(sock) -> None:
-    deadline = getattr(_current, "deadline", None)
-    if deadline is not None and sock is not None:
-        deadline.watch(sock)
-
-
-class _HTTPConnection(http.client.HTTPConnection):
-    def connect(self):
-        super().connect()
-        _watch(self.sock)
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def connect(self):
-        super().connect()
-        _watch(self.sock)
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):
-        return self.do_open(_HTTPConnection, req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        kwargs = {"context": self._context}
-        if getattr(self, "_check_hostname", None) is not None:  # Python < 3.12 only
-            kwargs["check_hostname"] = self._check_hostname
-        return self.do_open(_HTTPSConnection, req, **kwargs)
-
-
-_OPENER = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
-"""urllib's opener (proxies from the environment included) whose connections obey `_Deadline`."""
