@@ -143,6 +143,8 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         probed = [h["step"] for h in trainer.state.log_history if "eval_rewards/margins" in h]
         if use_probe and (not probed or probed[-1] != trainer.state.global_step):
             trainer.evaluate()  # the probe figures of the trained policy, also between two probe steps
+    if trainer.args.world_size > 1:  # each process sampled its own share of every batch
+        trainer.relabel_log, trainer.rounds, trainer.sampling_calls = _gather_rounds(trainer)
     if trainer.accelerator.is_main_process:
         trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
     history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
@@ -180,6 +182,26 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
     }
     return TrainResult(metrics, history, trainer.relabel_log, trainer.rounds, probe_history,
                        checkpoints.resumed_step(resume))
+
+
+def _gather_rounds(trainer) -> tuple[list[dict], list[dict], int]:
+    """Every process's sampling rounds as one log: per step, counts and timings summed over the
+    processes and the relabelled pairs of all of them."""
+    from accelerate.utils import gather_object
+
+    logs = gather_object([trainer.relabel_log])
+    rounds = gather_object([trainer.rounds])
+    calls = sum(gather_object([trainer.sampling_calls]))
+    merged: dict[int, dict] = {}
+    for entry in (e for log_ in logs for e in log_):
+        into = merged.setdefault(entry["step"], {"step": entry["step"]})
+        for k, v in entry.items():
+            if k != "step":
+                into[k] = round(into.get(k, 0) + v, 4) if isinstance(v, float) else into.get(k, 0) + v
+    pairs: dict[int, list] = {}
+    for r in (r for part in rounds for r in part):
+        pairs.setdefault(r["step"], []).extend(r["pairs"])
+    return ([merged[s] for s in sorted(merged)], [{"step": s, "pairs": pairs[s]} for s in sorted(pairs)], calls)
 
 
 def _mean_loss(history: list[dict]) -> float:
