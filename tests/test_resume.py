@@ -174,6 +174,8 @@ def test_train_killed_after_a_checkpoint_resumes_and_matches_an_uninterrupted_ru
 
     a, b = json.loads((clean / "metrics.json").read_text()), json.loads((run / "metrics.json").read_text())
     assert b["steps"] == a["steps"] == 8 and b["sampling_rounds"] == a["sampling_rounds"] == 8
+    assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-4)  # averaged over all 8 steps, not the last 6
+    assert {k: v for k, v in b.items() if k.startswith("relabel/")} == {k: v for k, v in a.items() if k.startswith("relabel/")}
     assert _adapter(run / "act") == _adapter(clean / "act")
     assert _same_weights(run / "act", clean / "act")  # same data order, RNG and rounds: the same training
     # every round once, with the same rows as the uninterrupted run
