@@ -92,7 +92,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
                                "train": dataclasses.replace(cfg, save_steps=0), "simulate": sim,
                                "classifier": params.roles.classifier, "simulator": params.roles.simulator,
                                "processes": distributed.world_size()},
-                              [base, sft, simulated if source == "simulate" else pairs_dir, pairs_dir, databases])
+                              [base, sft, pairs_dir, databases, *([simulated] if source == "simulate" else [])])
     with stage_run("train", params, cfg, tags={"act.dataset": params.dataset}) as tracker:
         with distributed.output_dir(out) as tmp:
             result = train_dpo(base, sft, pairs, records, tmp, cfg, seed=params.seed, sampler=sampler,
