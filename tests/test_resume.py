@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DB = ROOT / "data/raw/spider/database"
@@ -205,3 +206,54 @@ def test_sft_killed_after_a_checkpoint_resumes_with_the_same_steps(inputs, tmp_p
     assert _adapter(run / "act") == _adapter(clean / "act")
     assert _same_weights(run / "act", clean / "act")
     assert not (run / "ckpt").exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_after_kill_resumes_the_train_stage(inputs, tmp_path):
+    """The acceptance path: `dvc repro` killed (SIGKILL to its whole process group) after the train
+    stage's first checkpoint; a second `dvc repro` resumes from it instead of step 0, because the
+    checkpoint folder lies outside the outs DVC cleans."""
+    import shutil
+
+    p = tmp_path / "proj"
+    p.mkdir()
+    for name in ("base", "sft", "pairs"):
+        shutil.copytree(inputs / name, p / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(max_steps=8, batch_size=4, save_steps=2)
+    params["simulate"]["max_new_tokens"] = 8
+    (p / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = (f"python -m stages.launch train --base base --sft sft --pairs pairs --simulated none --databases {DB} "
+           "--out models/act --log-dir data/train --metrics metrics/train.json")
+    (p / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {
+        "cmd": cmd, "deps": ["base", "sft", "pairs"], "params": ["seed", "train", "simulate", "launch"],
+        "outs": ["models/act", "data/train"], "metrics": [{"metrics/train.json": {"cache": False}}]}}}))
+    (p / ".gitignore").write_text("checkpoints/\nmetrics/timings/\n")
+    env = {**_env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for c in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(c, cwd=p, check=True, env=env)
+    repro = [sys.executable, "-m", "dvc", "repro", "train"]
+    proc = subprocess.Popen(repro, cwd=p, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline, killed_at = time.monotonic() + 600, None
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = sorted(p.glob("checkpoints/train/checkpoint-*/trainer_state.json"))
+            if done:
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_at = int(done[0].parent.name.split("-")[1])
+                break
+            time.sleep(0.02)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert killed_at is not None, f"dvc repro ended (exit {proc.returncode}) before its first checkpoint"
+    again = subprocess.run(repro, cwd=p, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    out = again.stdout + again.stderr
+    assert f"resuming from checkpoints/train/checkpoint-{killed_at}" in out and f"resumed from step {killed_at}" in out
+    m = json.loads((p / "metrics" / "train.json").read_text())
+    assert m["steps"] == 8 and m["sampling_rounds"] == 8
+    assert len(list((p / "data" / "train" / "rounds").iterdir())) == 8
+    assert not (p / "checkpoints" / "train").exists()
