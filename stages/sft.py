@@ -29,7 +29,7 @@ log = logging.getLogger("act.sft")
 
 def run(params: Params, *, base: str | Path, data: str | Path, out: str | Path, metrics_path: str | Path,
         checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
-    """`checkpoint_dir`: where checkpoints go (None = act.training.checkpoints.default_dir("sft"))."""
+    """`checkpoint_dir`: where checkpoints go (the command line: checkpoints/sft; None = `checkpoints/sft` beside `out`)."""
     import dataclasses
 
     from act import distributed
@@ -42,7 +42,7 @@ def run(params: Params, *, base: str | Path, data: str | Path, out: str | Path, 
 
     cfg = params.sft
     started = time.monotonic()
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoints.default_dir("sft")
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else Path(out).parent / "checkpoints" / "sft"
     resumed = 0
     with stage_run("sft", params, cfg, tags={"act.dataset": params.dataset}) as tracker:
         with distributed.output_dir(out) as tmp:

@@ -48,7 +48,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
         databases: str | Path, out: str | Path, log_dir: str | Path, metrics_path: str | Path,
         classifier=None, simulator=None, checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
     """`classifier` / `simulator` replace the configured roles (e.g. in tests). `checkpoint_dir`:
-    where checkpoints go (None = act.training.checkpoints.default_dir("train"))."""
+    where checkpoints go (the command line: checkpoints/train; None = `checkpoints/train` beside `out`)."""
     import dataclasses
 
     from act import distributed
@@ -87,7 +87,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
             top_k=cfg.sample_top_k, max_prompt_tokens=sim.max_prompt_tokens,
             judge_backend=params.roles.classifier.backend,
         )
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else checkpoints.default_dir("train")
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else Path(out).parent / "checkpoints" / "train"
     key = checkpoints.run_key({"stage": "train", "seed": params.seed, "dataset": params.dataset,
                                "train": dataclasses.replace(cfg, save_steps=0), "simulate": sim,
                                "classifier": params.roles.classifier, "simulator": params.roles.simulator,

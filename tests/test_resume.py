@@ -74,6 +74,17 @@ def test_required_files_make_a_checkpoint_complete(tmp_path):
     assert prepare(folder, key, required=["act_state.json"]) is None  # no sampler state: not resumable
 
 
+def test_finish_removes_the_checkpoints_and_an_empty_parent(tmp_path):
+    from act.training.checkpoints import finish
+
+    _fake_checkpoint(tmp_path / "checkpoints" / "sft", 2)
+    _fake_checkpoint(tmp_path / "checkpoints" / "train", 2)
+    finish(tmp_path / "checkpoints" / "sft")
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["train"]  # another stage's stay
+    finish(tmp_path / "checkpoints" / "train")
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_save_steps_zero_saves_nothing():
     from act.training.progress import runtime_args
 

@@ -37,10 +37,6 @@ FULL_HASH_LIMIT = 64 * 2**20
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def default_dir(stage: str) -> Path:
-    return Path("checkpoints") / stage
-
-
 def _file_digest(path: Path, h) -> None:
     size = path.stat().st_size
     h.update(f"{size}\0".encode())
@@ -131,5 +127,10 @@ def resumed_step(checkpoint: Path | None) -> int:
 
 
 def finish(folder: str | os.PathLike) -> None:
-    """The run succeeded and its outputs are written: its checkpoints are no longer needed."""
+    """The run succeeded and its outputs are written: its checkpoints are no longer needed (nor the
+    `checkpoints/` folder above them, once empty)."""
     shutil.rmtree(folder, ignore_errors=True)
+    try:
+        Path(folder).parent.rmdir()
+    except OSError:  # other stages' checkpoints are there, or it is not ours to remove
+        pass
