@@ -204,12 +204,28 @@ class SftParams:
     """Recompute activations in the backward pass: much less memory, ~30% more time."""
     max_length: int = 1024
     """Longer conversations are truncated (tokens)."""
+    save_steps: int = 25
+    """Checkpoint every N optimizer steps into checkpoints/sft (outside DVC's outs); a rerun after a
+    crash or kill resumes from the last one; removed once the stage succeeds. 0 = no checkpoints."""
     quantization: Literal["none", "nf4"] = "none"
     """nf4 = QLoRA SFT on a 4-bit base model."""
     lora: LoraParams = field(default_factory=lambda: LoraParams(
         r=16, alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")))
     """The adapter SFT trains; ACT continues training this same adapter (train.init=sft). MLP
     targets matter for a small model."""
+
+
+# ---------------------------------------------------------------------------------------- launch
+@dataclass(frozen=True)
+class LaunchParams:
+    accelerate_config: str = ""
+    """How the sft and train stages start: "" = one plain Python process; a path (e.g.
+    configs/accelerate/multi_gpu_ddp.yaml) = `accelerate launch --config_file <path>`."""
+    num_processes: int = 0
+    """With accelerate: processes (GPUs) to start; 0 = the config file's own num_processes."""
+
+    def __post_init__(self):
+        check(self.num_processes >= 0, "num_processes must be >= 0")
 
 
 # --------------------------------------------------------------------------------- simulate/train
@@ -274,6 +290,9 @@ class TrainParams:
     """Prompt + completion tokens; longer pairs lose the start of the prompt."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1 = run all epochs)."""
+    save_steps: int = 5
+    """Checkpoint every N optimizer steps into checkpoints/train (adapter, optimizer, RNG states and
+    the sampler's rounds); a rerun after a crash or kill resumes from the last one. 0 = off."""
     quantization: Literal["none", "nf4"] = "none"
     """nf4 = QLoRA: 4-bit nf4 base via bitsandbytes (also on CPU: saves memory, not time)."""
     lora: LoraParams = field(default_factory=LoraParams)
@@ -287,6 +306,7 @@ class TrainParams:
         check(self.beta > 0, "beta must be > 0")
         check(self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1")
         check(len(self.loss_type) >= 1, "loss_type needs at least one loss")
+        check(self.save_steps >= 0, "save_steps must be >= 0")
 
 
 # --------------------------------------------------------------------------------------- evaluate
@@ -351,6 +371,7 @@ class Params:
     pairs: PairsParams = field(default_factory=PairsParams)
     base: BaseParams = field(default_factory=BaseParams)
     sft: SftParams = field(default_factory=SftParams)
+    launch: LaunchParams = field(default_factory=LaunchParams)
     simulate: SimulateParams = field(default_factory=SimulateParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)

@@ -151,10 +151,13 @@ class _Finish:
 
         `started` (time.monotonic() at the stage's start) adds `seconds`. Returns the metrics,
         timings included."""
+        from act.distributed import is_main_process
         from act.io import write_json
 
         if started is not None:
             metrics["seconds"] = round(time.monotonic() - started, 2)
+        if not is_main_process():  # a multi-process launch: the main process alone writes
+            return metrics
         tracked, timings = split_timings(metrics)
         write_json(path, tracked)
         if timings:
@@ -252,7 +255,11 @@ class MlflowRun(_Finish):
 
 
 def tracking_enabled(params: Params) -> bool:
-    return params.tracking.enabled and os.environ.get("ACT_TRACKING", "on").lower() not in ("0", "off", "false")
+    """On unless switched off; never on a non-main process of a multi-process launch."""
+    from act.distributed import is_main_process
+
+    return (params.tracking.enabled and os.environ.get("ACT_TRACKING", "on").lower() not in ("0", "off", "false")
+            and is_main_process())
 
 
 def project_root() -> Path:

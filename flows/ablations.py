@@ -2,10 +2,14 @@
 
     act ablate --seeds 0 1 2                          all methods
     act ablate --seeds 0 1 --methods act act_random_actions
+    act ablate --seeds 0 1 2 --jobs 3                 three experiments at a time (DVC's queue)
 
 Each (method, seed) is `dvc exp run --temp --name <method>-s<seed> -S seed=<n> -S <switch>...`, so
 the workspace is never touched and DVC's run cache skips stages an earlier experiment already ran
-with the same inputs. Finished experiments are found again by name and not rerun (the sweep
+with the same inputs. With `jobs` > 1 the experiments go to DVC's queue instead (`dvc exp run
+--queue`, then `dvc queue start -j <jobs>`): as many run at once, each in its own scratch copy,
+and the flow waits for the queue to drain (`run_queue`). Queue workers share one environment, so
+each experiment's MLflow runs get their method tag afterwards, found by their `dvc.exp` tag. Finished experiments are found again by name and not rerun (the sweep
 resumes after an interruption). Methods that share every switch share one experiment ("sft" is
 the sft policy's figures in the ACT experiment's metrics). Writes `<out>/ablations.md`, `.csv`
 and `.png` (mean and std per method and metric) and logs them to a summary MLflow run.
@@ -94,6 +98,27 @@ def read_exp_metrics(root: Path, name: str, metrics_file: str, baseline: str) ->
     return {metrics_file: json.loads(proc.stdout)}
 
 
+def exp_run_cmd(root: Path, name: str, overrides: dict[str, Any], *, rerun: bool, queue: bool = False) -> list[str]:
+    """`dvc exp run` of one experiment: at once in a scratch copy (--temp), or into DVC's queue."""
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--queue" if queue else "--temp", "--name", name]
+    if rerun:
+        cmd.append("--force")
+    present = _yaml_keys(root / "params.yaml")
+    for k, v in overrides.items():
+        # DVC (hydra) only overrides keys the file has; `+key` adds one left to its default
+        cmd += ["-S", f"{'' if k in present else '+'}{k}={_yaml_value(v)}"]
+    return cmd
+
+
+def _dvc_env(env: dict[str, str]) -> dict[str, str]:
+    """The caller's environment plus `env`, with this interpreter's scripts first on PATH (DVC's
+    queue workers start `dvc` from PATH)."""
+    full_env = dict(os.environ)
+    full_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + full_env.get("PATH", "")
+    full_env.update(env)
+    return full_env
+
+
 @task(task_run_name="{name}")
 def run_experiment(name: str, root: str, overrides: dict[str, Any], env: dict[str, str], rerun: bool,
                    metrics_file: str, baseline: str) -> dict[str, Any]:
@@ -102,23 +127,90 @@ def run_experiment(name: str, root: str, overrides: dict[str, Any], env: dict[st
     t0 = time.time()
     state = "reused"
     if rerun or name not in _existing_exps(Path(root), baseline):
-        cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
-        if rerun:
-            cmd.append("--force")
-        present = _yaml_keys(Path(root) / "params.yaml")
-        for k, v in overrides.items():
-            # DVC (hydra) only overrides keys the file has; `+key` adds one left to its default
-            cmd += ["-S", f"{'' if k in present else '+'}{k}={_yaml_value(v)}"]
+        cmd = exp_run_cmd(Path(root), name, overrides, rerun=rerun)
         logger.info(" ".join(cmd[2:]))
-        full_env = dict(os.environ)
-        full_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + full_env.get("PATH", "")
-        full_env.update(env)
-        proc = subprocess.run(cmd, cwd=root, env=full_env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=root, env=_dvc_env(env), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[2:])} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
         state = "ran"
     metrics = read_exp_metrics(Path(root), name, metrics_file, baseline)
     return {"name": name, "state": state, "seconds": round(time.time() - t0, 1), "metrics": metrics}
+
+
+def _exp_commits(root: Path, head: str) -> dict[str, str]:
+    """Experiment name -> its commit, for experiments of baseline `head`."""
+    out = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], cwd=root,
+                         capture_output=True, text=True).stdout
+    return {ref.rsplit("/", 1)[-1]: sha for ref, sha in (line.split() for line in out.splitlines())
+            if head and f"/{head[:2]}/{head[2:]}/" in ref}
+
+
+def queue_status(root: Path) -> list[dict[str, Any]]:
+    """DVC's queue tasks: [{"name", "status": Queued | Running | Success | Failed, ...}]."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return list(repo.experiments.celery_queue.status())
+
+
+@task(task_run_name="queue-{jobs}-workers")
+def run_queue(root: str, plan: dict[str, dict[str, Any]], env: dict[str, str], rerun: bool, jobs: int,
+              baseline: str, poll_s: float = 2.0) -> dict[str, str]:
+    """Queue the experiments of `plan` not yet finished (all with `rerun`), run them with `jobs`
+    DVC queue workers and wait until none is queued or running. Returns name -> "ran" | "reused";
+    raises naming every failed experiment with the end of its log (`dvc queue logs`)."""
+    logger = get_run_logger()
+    root_path = Path(root)
+    before = _exp_commits(root_path, baseline)
+    todo = [name for name in plan if rerun or name not in before]
+    states = {name: "reused" for name in plan if name not in todo}
+    if not todo:
+        return states
+    full_env = _dvc_env(env)
+    for name in todo:
+        cmd = exp_run_cmd(root_path, name, plan[name]["overrides"], rerun=rerun, queue=True)
+        logger.info(" ".join(cmd[2:]))
+        proc = subprocess.run(cmd, cwd=root, env=full_env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[2:])} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
+    start = [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)]
+    subprocess.run(start, cwd=root, env=full_env, check=True, capture_output=True, text=True)
+    logger.info("%d experiments queued, %d workers", len(todo), jobs)
+    while True:
+        pending = [t for t in queue_status(root_path) if t.get("name") in todo and t["status"] in ("Queued", "Running")]
+        if not pending:
+            break
+        time.sleep(poll_s)
+    # idle workers would keep this sweep's environment for a next one: stop them now
+    subprocess.run([sys.executable, "-m", "dvc", "queue", "stop"], cwd=root, env=full_env, capture_output=True)
+    after = _exp_commits(root_path, baseline)
+    failed = [name for name in todo if name not in after or after[name] == before.get(name)]
+    if failed:
+        logs = []
+        for name in failed:
+            out = subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name], cwd=root, env=full_env,
+                                 capture_output=True, text=True)
+            logs.append(f"--- {name}:\n{(out.stdout + out.stderr)[-2000:]}")
+        raise RuntimeError(f"{len(failed)} of {len(todo)} queued experiments failed: {', '.join(failed)}\n" + "\n".join(logs))
+    return {**states, **{name: "ran" for name in todo}}
+
+
+def tag_methods(uri: str, experiment: str, plan: dict[str, dict[str, Any]]) -> int:
+    """Give the MLflow runs of each queued experiment (found by their `dvc.exp` tag) the method and
+    seed tags that a sequential sweep passes through the environment. Returns the runs tagged."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    n = 0
+    for name, entry in plan.items():
+        for run in client.search_runs([exp.experiment_id], filter_string=f"tags.`dvc.exp` = '{name}'", max_results=1000):
+            client.set_tag(run.info.run_id, "act.method", "+".join(entry["methods"]))
+            client.set_tag(run.info.run_id, "act.seed", str(entry["seed"]))
+            n += 1
+    return n
 
 
 def policy_figures(metrics: dict[str, Any], metrics_file: str, policy: str) -> dict[str, float]:
@@ -193,7 +285,8 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
 @flow(name="act-ablations", log_prints=True)
 def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: Sequence[int] = (0, 1, 2),
               metrics_file: str = "metrics/evaluate.json", out_dir: str = "reports", rerun: bool = False,
-              extra_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+              extra_overrides: dict[str, Any] | None = None, jobs: int = 1) -> dict[str, Any]:
+    """`jobs` > 1: the experiments run through DVC's queue, that many at a time (see module doc)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from act.params import load_params
@@ -203,6 +296,8 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     root_path = Path(root).resolve()
     extra = dict(extra_overrides or {})
     methods = list(methods)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     check_switches(root_path, methods, extra)
     params = load_params(root_path / "params.yaml")
     uri = tracking_uri(root_path)
@@ -219,22 +314,35 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
 
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+
+    def collect(res: dict[str, Any]) -> None:
+        entry = plan[res["name"]]
+        runs.append({k: res[k] for k in ("name", "state", "seconds")})
+        for m in entry["methods"]:
+            for metric, value in policy_figures(res["metrics"], metrics_file, METHODS[m].policy).items():
+                rows.append({"method": m, "seed": entry["seed"], "metric": metric, "value": value})
+
     tags = {"act.methods": ",".join(methods), "act.seeds": ",".join(map(str, seeds))}
     with parent_run(params, "ablations", root=root_path, tags=tags) as summary:
         try:
-            for name, entry in plan.items():
-                env = {"MLFLOW_TRACKING_URI": uri, "ACT_METHOD": "+".join(entry["methods"]),
-                       "ACT_SEED": str(entry["seed"])}
+            shared = {"MLFLOW_TRACKING_URI": uri}
+            if summary.run_id:
+                shared["ACT_PARENT_RUN_ID"] = summary.run_id
+            else:
+                shared["ACT_TRACKING"] = "off"
+            if jobs > 1:
+                t_queue = time.time()
+                states = run_queue(str(root_path), plan, shared, rerun, jobs, baseline)
                 if summary.run_id:
-                    env["ACT_PARENT_RUN_ID"] = summary.run_id
-                else:
-                    env["ACT_TRACKING"] = "off"
-                res = run_experiment.with_options(name=name)(name, str(root_path), entry["overrides"], env, rerun,
-                                                              metrics_file, baseline)
-                runs.append({k: res[k] for k in ("name", "state", "seconds")})
-                for m in entry["methods"]:
-                    for metric, value in policy_figures(res["metrics"], metrics_file, METHODS[m].policy).items():
-                        rows.append({"method": m, "seed": entry["seed"], "metric": metric, "value": value})
+                    tag_methods(uri, params.tracking.experiment, {n: plan[n] for n, s in states.items() if s == "ran"})
+                for name in plan:
+                    collect({"name": name, "state": states[name], "seconds": round(time.time() - t_queue, 1),
+                             "metrics": read_exp_metrics(root_path, name, metrics_file, baseline)})
+            else:
+                for name, entry in plan.items():
+                    env = {**shared, "ACT_METHOD": "+".join(entry["methods"]), "ACT_SEED": str(entry["seed"])}
+                    collect(run_experiment.with_options(name=name)(name, str(root_path), entry["overrides"], env,
+                                                                   rerun, metrics_file, baseline))
         finally:
             table = summarize(rows)
             seconds = time.time() - t0

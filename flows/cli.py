@@ -2,6 +2,7 @@
 
     act run [--targets pairs ...] [--force]      the pipeline flow (dvc repro, stage by stage)
     act ablate --seeds 0 1 2 [--methods act sft ...]   baselines and ablations as DVC experiments
+    act ablate --seeds 0 1 2 --jobs 3             the same, three experiments at a time (dvc queue)
     act ui                                       Prefect server + MLflow UI on 127.0.0.1
     act serve --cron "0 3 * * *"                 register the pipeline for scheduled runs
     act show                                     metrics of the workspace (and the ablation table)
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="metrics JSON compared across methods (default: metrics/evaluate.json)")
     a.add_argument("--out", default="reports", help="folder for ablations.md/.csv/.png (default: reports)")
     a.add_argument("--rerun", action="store_true", help="rerun experiments that already finished")
+    a.add_argument("-j", "--jobs", type=int, default=1,
+                   help="experiments run at once through DVC's queue (dvc exp run --queue; dvc queue start -j N); "
+                        "1 = one after another (default)")
     a.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every experiment (dvc exp run -S)")
 
@@ -128,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # values read as YAML, as `dvc exp run -S` and the stages' -S read them ("48" is a number)
         overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
         out = ablations(root=root, methods=args.methods, seeds=args.seeds, metrics_file=args.metrics_file,
-                        out_dir=args.out, rerun=args.rerun, extra_overrides=overrides)
+                        out_dir=args.out, rerun=args.rerun, extra_overrides=overrides, jobs=args.jobs)
         print(out["markdown"])
         return 0
     if args.verb == "ui":

@@ -22,6 +22,13 @@ outcome counts, action mix of the samples, policy-side winners, judge disagreeme
 and `rounds/step_XXXXX.jsonl` (the relabelled pairs of every round; a pair whose sample the
 offline rule judges differently from a model classifier carries `offline_action` and
 `judge_disagrees`).
+
+Every `train.save_steps` steps a checkpoint (adapter, optimizer, RNG states and the sampler's
+rounds) goes to `--checkpoints` (default checkpoints/train, outside DVC's outs): a rerun after a
+crash or kill -9 resumes from it when params and inputs are unchanged, and the rounds log holds
+each round once. It is removed once the outputs are written (act.training.checkpoints). Under
+`accelerate launch` (python -m stages.launch train ..., params `launch`) every process trains and
+the main one alone writes the adapter, logs, metrics and MLflow run.
 """
 
 from __future__ import annotations
@@ -39,13 +46,18 @@ log = logging.getLogger("act.train")
 
 def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | Path, simulated: str | Path,
         databases: str | Path, out: str | Path, log_dir: str | Path, metrics_path: str | Path,
-        classifier=None, simulator=None) -> dict[str, Any]:
-    """`classifier` / `simulator` replace the configured roles (e.g. in tests)."""
-    from act.io import atomic_dir, require_dir
+        classifier=None, simulator=None, checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+    """`classifier` / `simulator` replace the configured roles (e.g. in tests). `checkpoint_dir`:
+    where checkpoints go (the command line: checkpoints/train; None = `checkpoints/train` beside `out`)."""
+    import dataclasses
+
+    from act import distributed
+    from act.io import require_dir
     from act.metrics.task import record_scorer
     from act.model.loading import ADAPTER_MARKER
     from act.roles import build_role
     from act.roles.checks import require_valid
+    from act.training import checkpoints
     from act.training.act_trainer import OnPolicySampler
     from act.training.dpo import train_dpo
     from act.tracking import stage_run
@@ -75,13 +87,21 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
             top_k=cfg.sample_top_k, max_prompt_tokens=sim.max_prompt_tokens,
             judge_backend=params.roles.classifier.backend,
         )
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else Path(out).parent / "checkpoints" / "train"
+    key = checkpoints.run_key({"stage": "train", "seed": params.seed, "dataset": params.dataset,
+                               "train": dataclasses.replace(cfg, save_steps=0), "simulate": sim,
+                               "classifier": params.roles.classifier, "simulator": params.roles.simulator,
+                               "processes": distributed.world_size()},
+                              [base, sft, pairs_dir, databases, *([simulated] if source == "simulate" else [])])
     with stage_run("train", params, cfg, tags={"act.dataset": params.dataset}) as tracker:
-        with atomic_dir(out) as tmp:
+        with distributed.output_dir(out) as tmp:
             result = train_dpo(base, sft, pairs, records, tmp, cfg, seed=params.seed, sampler=sampler,
                                report_to=["mlflow"] if tracker.run_id else "none", work_dir=Path(out).parent,
-                               probe=probe)
+                               probe=probe, checkpoint_dir=ckpt, run_key=key)
             (tmp / ADAPTER_MARKER).write_text(json.dumps({"adapter": True, "stage": "train", "init": cfg.init}) + "\n")
-        with atomic_dir(log_dir) as tmp:
+        if result.resumed_from_step:
+            tracker.set_tags({"act.resumed_from_step": str(result.resumed_from_step)})
+        with distributed.output_dir(log_dir) as tmp:
             by_step = {e["step"]: e for e in result.relabel_log}
             with open(tmp / "log.jsonl", "w", encoding="utf-8") as fh:
                 for i, h in enumerate(result.log_history):
@@ -105,7 +125,11 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
         metrics = {"pair_source": source, "on_policy_sampling": online, "init": cfg.init, **result.metrics}
         tracker.finish(metrics, metrics_path, started=started,
                        artifacts=((out, "adapter"), (Path(log_dir) / "log.jsonl", "train_log")))
-    log.info("train: %d steps, %d sampling rounds, %.1fs", metrics["steps"], metrics["sampling_rounds"], metrics["seconds"])
+    distributed.wait_for_everyone()
+    if distributed.is_main_process():
+        checkpoints.finish(ckpt)  # adapter and logs are written: the checkpoints have served
+        log.info("train: %d steps, %d sampling rounds, %.1fs%s", metrics["steps"], metrics["sampling_rounds"],
+                 metrics["seconds"], f" (resumed from step {result.resumed_from_step})" if result.resumed_from_step else "")
     return metrics
 
 
@@ -132,10 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output adapter directory")
     p.add_argument("--log-dir", required=True, help="training log + relabelled pairs directory")
     p.add_argument("--metrics", required=True, help="metrics JSON path")
+    p.add_argument("--checkpoints", default="checkpoints/train",
+                   help="checkpoint folder, outside DVC's outs (default: checkpoints/train)")
     args = p.parse_args(argv)
     setup_logging()
+    from act.distributed import is_main_process
+
+    if not is_main_process():
+        logging.getLogger().setLevel(logging.WARNING)  # one log: the main process's
     run(load(args), base=args.base, sft=args.sft, pairs_dir=args.pairs, simulated=args.simulated,
-        databases=args.databases, out=args.out, log_dir=args.log_dir, metrics_path=args.metrics)
+        databases=args.databases, out=args.out, log_dir=args.log_dir, metrics_path=args.metrics,
+        checkpoint_dir=args.checkpoints)
 
 
 if __name__ == "__main__":

@@ -6,4 +6,5 @@
 - `act.training.act_trainer`: `ActDPOTrainer` (DPOTrainer subclass sampling the current policy
                               every `sample_every` steps) and `OnPolicySampler`
 - `act.training.tokenize`:    TRL-identical pair tokenization plus the user-turn loss mask
+- `act.training.checkpoints`: the checkpoint folder outside DVC's outs, its run key, resume
 """

@@ -16,6 +16,12 @@ How it hooks into TRL 1.16 (read from `trl/trainer/dpo_trainer.py`):
 - `_set_signature_columns_if_needed` keeps those extra columns past `remove_unused_columns`.
 - `ActPreferenceCollator` wraps `DataCollatorForPreference`, passes `row_index` through and
   multiplies the loss masks into `completion_mask` (the user-turn mask; TRL has none).
+- Checkpoints (`train.save_steps`): `_save_checkpoint` first writes the sampler's state (the
+  rounds so far, their log, the call count and each row's latest relabelled pair) into the
+  checkpoint as `act_state.json` (`act_state_<rank>.json` per process under a multi-process
+  launch), then lets TRL write the rest, `trainer_state.json` last; `train(resume_from_checkpoint=)`
+  reads it back, so a resumed run neither repeats nor loses a round. The RNG states are the
+  Trainer's own (rng_state*.pth); each round's sampling seed derives from the step.
 - The reference: with a PEFT model that already carries the SFT adapter TRL copies it into a
   frozen "ref" adapter (so the reference IS the SFT policy, also on a 4-bit base where merging is
   impossible); with a fresh adapter the reference is the adapter-disabled base model.
@@ -37,6 +43,12 @@ from act.training.tokenize import tokenize_pair
 log = logging.getLogger(__name__)
 
 EXTRA_COLUMNS = ("row_index", "chosen_loss_mask", "rejected_loss_mask")
+ACT_STATE = "act_state.json"
+
+
+def act_state_name(process_index: int = 0, world_size: int = 1) -> str:
+    """The sampler state's file in a checkpoint, one per process of a multi-process launch."""
+    return f"act_state_{process_index}.json" if world_size > 1 else ACT_STATE
 
 
 @dataclass
@@ -134,6 +146,38 @@ def make_trainer_class():
                 truncation_mode=config.truncation_mode if config else "keep_start",
             ))
             super().__init__(*args, **kwargs)
+
+        # ------------------------------------------------------------------ checkpoint state
+        def sampler_state(self) -> dict:
+            return {"step": self.state.global_step, "relabel_log": self.relabel_log, "rounds": self.rounds,
+                    "sampling_calls": self.sampling_calls,
+                    "latest": [[row, ex] for row, ex in sorted(self._latest.items())]}
+
+        def load_sampler_state(self, checkpoint: str) -> None:
+            import json
+            from pathlib import Path
+
+            path = Path(checkpoint) / act_state_name(self.args.process_index, self.args.world_size)
+            state = json.loads(path.read_text(encoding="utf-8"))
+            self.relabel_log, self.rounds = list(state["relabel_log"]), list(state["rounds"])
+            self.sampling_calls = int(state["sampling_calls"])
+            self._latest = {int(row): ex for row, ex in state["latest"]}
+            log.info("sampler state of step %d restored: %d rounds", state["step"], len(self.rounds))
+
+        def _save_checkpoint(self, model, trial):
+            from pathlib import Path
+
+            from act.io import write_json
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / act_state_name(self.args.process_index, self.args.world_size), self.sampler_state())
+            super()._save_checkpoint(model, trial)  # trainer_state.json, which marks it complete, comes last
+
+        def train(self, resume_from_checkpoint=None, *args, **kwargs):
+            if resume_from_checkpoint:
+                self.load_sampler_state(str(resume_from_checkpoint))
+            return super().train(resume_from_checkpoint, *args, **kwargs)
 
         # ------------------------------------------------------------------ data preparation
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):

@@ -50,7 +50,8 @@ def dpo_config(train: TrainParams, output_dir: str | Path, *, seed: int, report_
         truncation_mode="keep_start",  # TRL drops pairs whose prompt alone fills max_length (counted in metrics)
         lr_scheduler_type="constant_with_warmup",
         remove_unused_columns=True,
-        **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=train.gradient_checkpointing),
+        **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=train.gradient_checkpointing,
+                       save_steps=train.save_steps),
     )
 
 
@@ -77,22 +78,29 @@ class TrainResult:
     rounds: list[dict] = field(default_factory=list)
     probe_history: list[dict] = field(default_factory=list)
     """{step, loss, rewards/margins, rewards/accuracies, ...} on the probe pairs, before training and every N steps."""
+    resumed_from_step: int = 0
+    """The checkpoint's step this run resumed from (0 = it started fresh)."""
 
 
 def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[dict], records: Sequence[TurnRecord],
               out_dir: str | Path, train: TrainParams, *, seed: int, sampler=None,
               report_to: str | list[str] = "none", work_dir: str | Path | None = None,
-              probe: Sequence[dict] = ()) -> TrainResult:
+              probe: Sequence[dict] = (), checkpoint_dir: str | Path | None = None,
+              run_key: dict | None = None) -> TrainResult:
     """Train the adapter with DPO on `pairs` (relabelled on-policy when `sampler` is given) and
     save it to `out_dir`. `records[i]` is the record of `pairs[i]`. `probe`: fixed pairs (the eval
     split's Phase-1 pairs) whose DPO margins and reward accuracy are measured before training and
     every `train.probe_every` steps: unlike the training batches' figures, taken on fresh samples,
-    these show whether the policy moves towards the gold action on turns it never trains on."""
+    these show whether the policy moves towards the gold action on turns it never trains on.
+    With `train.save_steps` and `checkpoint_dir`, checkpoints go there and a run with the same
+    `run_key` resumes from the last one, sampler state included (act.training.checkpoints).
+    Under a multi-process launch only the main process saves the adapter."""
     import tempfile
 
     from datasets import Dataset
 
-    from act.training.act_trainer import make_trainer_class
+    from act.training import checkpoints
+    from act.training.act_trainer import act_state_name, make_trainer_class
 
     if not pairs:
         raise ValueError("no preference pairs to train on")
@@ -107,9 +115,16 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
     use_probe = bool(probe) and train.probe_every > 0
     probe_set = Dataset.from_list([{"prompt": list(p["prompt"]), "chosen": list(p["chosen"]),
                                     "rejected": list(p["rejected"])} for p in probe]) if use_probe else None
+    saving = train.save_steps > 0 and checkpoint_dir is not None
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        args = dpo_config(train, checkpoint_dir if saving else tmp, seed=seed, report_to=report_to, probe=use_probe)
+        resume = None
+        if saving:
+            with args.main_process_first(desc="checkpoint check"):
+                resume = checkpoints.prepare(checkpoint_dir, run_key or {"key": ""},
+                                             required=[act_state_name(args.process_index, args.world_size)])
         trainer = make_trainer_class()(
-            model=model, args=dpo_config(train, tmp, seed=seed, report_to=report_to, probe=use_probe),
+            model=model, args=args,
             train_dataset=dataset, eval_dataset=probe_set, processing_class=tok, peft_config=peft_config,
             pairs=pairs, records=records, sampler=sampler, sample_every=train.sample_every,
             mask_user_turns=train.mask_user_turns,
@@ -123,12 +138,15 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
                         len(pairs) - kept, len(pairs), train.max_length)
         quiet_trainer(trainer)
         t0 = time.perf_counter()
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - t0
         probed = [h["step"] for h in trainer.state.log_history if "eval_rewards/margins" in h]
         if use_probe and (not probed or probed[-1] != trainer.state.global_step):
             trainer.evaluate()  # the probe figures of the trained policy, also between two probe steps
-    trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+    if trainer.args.world_size > 1:  # each process sampled its own share of every batch
+        trainer.relabel_log, trainer.rounds, trainer.sampling_calls = _gather_rounds(trainer)
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
     history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
     probe_history = [{"step": int(h["step"]), **{k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_")}}
                      for h in trainer.state.log_history if "eval_rewards/margins" in h]
@@ -147,7 +165,8 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         "steps": int(trainer.state.global_step),
         "pairs": len(pairs),
         "pairs_dropped_too_long": len(pairs) - kept,
-        "train_loss": round(float(out.training_loss), 6),
+        # resumed: the Trainer averages only the steps it ran itself; the log holds every step's loss
+        "train_loss": round(float(_mean_loss(history) if resume else out.training_loss), 6),
         "train_seconds": round(seconds, 2),
         "reference": reference,
         "sampling_rounds": len(trainer.relabel_log),
@@ -161,4 +180,30 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         **totals,
         **probe_figures,
     }
-    return TrainResult(metrics, history, trainer.relabel_log, trainer.rounds, probe_history)
+    return TrainResult(metrics, history, trainer.relabel_log, trainer.rounds, probe_history,
+                       checkpoints.resumed_step(resume))
+
+
+def _gather_rounds(trainer) -> tuple[list[dict], list[dict], int]:
+    """Every process's sampling rounds as one log: per step, counts and timings summed over the
+    processes and the relabelled pairs of all of them."""
+    from accelerate.utils import gather_object
+
+    logs = gather_object([trainer.relabel_log])
+    rounds = gather_object([trainer.rounds])
+    calls = sum(gather_object([trainer.sampling_calls]))
+    merged: dict[int, dict] = {}
+    for entry in (e for log_ in logs for e in log_):
+        into = merged.setdefault(entry["step"], {"step": entry["step"]})
+        for k, v in entry.items():
+            if k != "step":
+                into[k] = round(into.get(k, 0) + v, 4) if isinstance(v, float) else into.get(k, 0) + v
+    pairs: dict[int, list] = {}
+    for r in (r for part in rounds for r in part):
+        pairs.setdefault(r["step"], []).extend(r["pairs"])
+    return ([merged[s] for s in sorted(merged)], [{"step": s, "pairs": pairs[s]} for s in sorted(pairs)], calls)
+
+
+def _mean_loss(history: list[dict]) -> float:
+    losses = [h["loss"] for h in history if "loss" in h and math.isfinite(h["loss"])]
+    return sum(losses) / len(losses) if losses else float("nan")

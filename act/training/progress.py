@@ -11,17 +11,21 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def runtime_args(*, seed: int, report_to: str | list[str], gradient_checkpointing: bool = False) -> dict:
+def runtime_args(*, seed: int, report_to: str | list[str], gradient_checkpointing: bool = False,
+                 save_steps: int = 0) -> dict:
     """TrainingArguments every run here shares: CPU without bf16 when there is no GPU, a log entry
-    every step, no checkpoints (only the adapter is kept), seeded data order, bars on a terminal only."""
+    every step, seeded data order, bars on a terminal only. Checkpoints every `save_steps` steps
+    (the last one kept, see act.training.checkpoints); 0 = none, only the final adapter is kept."""
     import torch
 
     cpu = not torch.cuda.is_available()
     return dict(
-        logging_steps=1, save_strategy="no", report_to=report_to, seed=seed, data_seed=seed,
+        logging_steps=1, report_to=report_to, seed=seed, data_seed=seed,
         use_cpu=cpu, bf16=not cpu, activation_checkpointing=gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None, dataloader_num_workers=0,
         disable_tqdm=not interactive(), warmup_steps=0,
+        **(dict(save_strategy="steps", save_steps=save_steps, save_total_limit=1) if save_steps > 0
+           else dict(save_strategy="no")),
     )
 
 

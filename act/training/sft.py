@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from act.actions import Action
 from act.params import SftParams
 from act.records import SYSTEM_TEMPLATE, TurnRecord, with_system
+from act.training import checkpoints
 from act.training.progress import quiet_bars, quiet_trainer, runtime_args
 
 
@@ -47,13 +48,18 @@ def sft_config(sft: SftParams, output_dir: str | Path, *, seed: int, report_to: 
         assistant_only_loss=False,  # the rows carry their own labels (assistant tokens only)
         packing=False,
         lr_scheduler_type="cosine",
-        **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=sft.gradient_checkpointing),
+        **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=sft.gradient_checkpointing,
+                       save_steps=sft.save_steps),
     )
 
 
 def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str | Path, sft: SftParams, *,
-              seed: int, report_to: str | list[str] = "none", work_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train a LoRA adapter on the gold conversations; saves the adapter only to `out_dir`."""
+              seed: int, report_to: str | list[str] = "none", work_dir: str | Path | None = None,
+              checkpoint_dir: str | Path | None = None, run_key: dict | None = None) -> dict[str, Any]:
+    """Train a LoRA adapter on the gold conversations; saves the adapter only to `out_dir` (on the
+    main process of a multi-process launch). With `sft.save_steps` and `checkpoint_dir`, checkpoints
+    go there and a run with the same `run_key` resumes from the last one (act.training.checkpoints).
+    The returned `resumed_from_step` (0 = fresh) is for logs, not for the DVC metric."""
     import tempfile
 
     from datasets import Dataset
@@ -82,14 +88,21 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
         raise ValueError(f"every SFT conversation's assistant turns lie beyond sft.max_length={sft.max_length} "
                          "tokens; raise sft.max_length")
     dataset = Dataset.from_list(rows)
+    saving = sft.save_steps > 0 and checkpoint_dir is not None
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        trainer = SFTTrainer(model=model, args=sft_config(sft, tmp, seed=seed, report_to=report_to),
-                             train_dataset=dataset, processing_class=tok, peft_config=get_peft_config(sft.lora))
+        args = sft_config(sft, checkpoint_dir if saving else tmp, seed=seed, report_to=report_to)
+        resume = None
+        if saving:
+            with args.main_process_first(desc="checkpoint check"):
+                resume = checkpoints.prepare(checkpoint_dir, run_key or {"key": ""})
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                             peft_config=get_peft_config(sft.lora))
         quiet_trainer(trainer)
         t0 = time.perf_counter()
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - t0
-    trainer.model.save_pretrained(str(out_dir))
+    if trainer.accelerator.is_main_process:
+        trainer.model.save_pretrained(str(out_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and math.isfinite(h["loss"])]
     return {
         "enabled": True,
@@ -97,8 +110,10 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
         "examples_truncated": truncated,
         "examples_dropped_too_long": dropped,
         "steps": int(trainer.state.global_step),
-        "train_loss": round(float(out.training_loss), 6),
+        # resumed: the Trainer averages only the steps it ran itself; the log holds every step's loss
+        "train_loss": round(float(sum(losses) / len(losses) if resume and losses else out.training_loss), 6),
         "loss_first": round(losses[0], 6) if losses else None,
         "loss_last": round(losses[-1], 6) if losses else None,
         "train_seconds": round(seconds, 2),
+        "resumed_from_step": checkpoints.resumed_step(resume),
     }
