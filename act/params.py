@@ -17,7 +17,7 @@ DatasetName = Literal["pacific", "abg_coqa", "ambigsql"]
 Budget = int | Literal["all"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 """Model weights and mixed precision: auto = bf16 on a CUDA GPU that has it, fp16 on older CUDA
-GPUs (T4, V100), fp32 on CPU (`act.model.devices.resolve_dtype`)."""
+GPUs (T4, V100), fp32 on CPU (`act.devices.resolve_dtype`)."""
 AttnImplementation = Literal["", "eager", "sdpa", "flash_attention_2"]
 """`attn_implementation` of `from_pretrained`; "" = the library's default (sdpa where it can)."""
 Optim = Literal[

@@ -72,7 +72,7 @@ def has_adapter(adapter_dir: str | Path | None) -> bool:
 
 def get_quantization_config(quantization: str, compute_dtype: str | None = None):
     """BitsAndBytesConfig for "nf4" (4-bit QLoRA; works on CPU too), None for "none".
-    `compute_dtype`: bf16 / fp16 / fp32 (`act.model.devices.resolve_dtype`; None = auto)."""
+    `compute_dtype`: bf16 / fp16 / fp32 (`act.devices.resolve_dtype`; None = auto)."""
     if quantization == "none":
         return None
     if quantization != "nf4":
@@ -81,7 +81,7 @@ def get_quantization_config(quantization: str, compute_dtype: str | None = None)
 
     from transformers import BitsAndBytesConfig
 
-    from act.model.devices import resolve_dtype, torch_dtype
+    from act.devices import resolve_dtype, torch_dtype
 
     if importlib.util.find_spec("bitsandbytes") is None:
         from act.errors import ParamsError
@@ -131,11 +131,11 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None, *, q
     `trainable`: the adapter's weights get gradients, and a 4-bit base is prepared for k-bit training
     (with gradient checkpointing when `gradient_checkpointing`). `dtype` (auto | bf16 | fp16 |
     fp32) and `attn_implementation` are the params of `section`, named in errors. A model that
-    only generates goes to the GPU when there is one (`act.model.devices`)."""
+    only generates goes to the GPU when there is one (`act.devices`)."""
     from transformers import AutoModelForCausalLM
 
     from act.io import check_safetensors
-    from act.model.devices import attn_kwargs, inference_device_map, resolve_dtype, torch_dtype, training_device_map
+    from act.devices import attn_kwargs, inference_device_map, resolve_dtype, torch_dtype, training_device_map
 
     check_safetensors(base_dir)  # a truncated weights file fails naming its path
     if adapter_dir:

@@ -11,15 +11,17 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def runtime_args(*, seed: int, report_to: str | list[str], gradient_checkpointing: bool = False) -> dict:
-    """TrainingArguments every run here shares: CPU without bf16 when there is no GPU, a log entry
-    every step, no checkpoints (only the adapter is kept), seeded data order, bars on a terminal only."""
-    import torch
+def runtime_args(*, seed: int, report_to: str | list[str], gradient_checkpointing: bool = False,
+                 dtype: str = "auto", optim: str | None = None, section: str = "train") -> dict:
+    """TrainingArguments every run here shares: mixed precision from the `dtype` param (CPU: none,
+    `use_cpu`), the `optim` param, a log entry every step, no checkpoints (only the adapter is
+    kept), seeded data order, bars on a terminal only. `section` names the params in errors."""
+    from act.devices import check_optim, precision_args
 
-    cpu = not torch.cuda.is_available()
+    optim_arg = {"optim": check_optim(optim, key=f"{section}.optim")} if optim else {}
     return dict(
         logging_steps=1, save_strategy="no", report_to=report_to, seed=seed, data_seed=seed,
-        use_cpu=cpu, bf16=not cpu, activation_checkpointing=gradient_checkpointing,
+        **precision_args(dtype, key=f"{section}.dtype"), **optim_arg, activation_checkpointing=gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None, dataloader_num_workers=0,
         disable_tqdm=not interactive(), warmup_steps=0,
     )
