@@ -178,6 +178,10 @@ class FittedPrompt:
         return bool(self.context_cut or self.turns_dropped)
 
 
+_FIT_CACHE: dict[tuple, FittedPrompt] = {}
+"""fit_prompt results by (tokenizer, template, prompt, budget, reserve); bounded, cleared when full."""
+
+
 def prompt_length(tokenizer, messages: Sequence[Message]) -> int:
     """Tokens of the prompt as the policy sees it (rendered with the generation prompt)."""
     return len(chat_ids(tokenizer, messages, add_generation_prompt=True))
@@ -211,7 +215,21 @@ def fit_prompt(tokenizer, messages: Sequence[Message], budget: int | None, *, re
     message on are kept. What gives way, in order: the middle of the grounding context (the system
     message after its first paragraph), down to a quarter of the budget; then the oldest history
     exchanges (a user turn and the replies up to the next user turn), one at a time; then the rest
-    of the context. Deterministic: simulate, train and evaluate get the same prompt for a budget."""
+    of the context. Deterministic: simulate, train and evaluate get the same prompt for a budget.
+    Results are memoized per tokenizer (the same prompts come back every sampling round and seed)."""
+    import json
+
+    key = (id(tokenizer), getattr(tokenizer, "name_or_path", ""), len(tokenizer), hash(tokenizer.chat_template),
+           getattr(tokenizer, "act_fold_system", False), json.dumps(list(messages), sort_keys=True), budget, reserve)
+    if key not in _FIT_CACHE:
+        if len(_FIT_CACHE) >= 4096:
+            _FIT_CACHE.clear()
+        _FIT_CACHE[key] = _fit_prompt(tokenizer, messages, budget, reserve)
+    hit = _FIT_CACHE[key]
+    return FittedPrompt([dict(m) for m in hit.messages], hit.tokens, hit.context_cut, hit.turns_dropped, hit.fits)
+
+
+def _fit_prompt(tokenizer, messages: Sequence[Message], budget: int | None, reserve: int) -> FittedPrompt:
     messages = [dict(m) for m in messages]
     full = prompt_length(tokenizer, messages)
     if budget is None or full <= budget - reserve:
