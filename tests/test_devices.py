@@ -179,3 +179,27 @@ def test_dpo_arguments_use_mixed_precision_on_the_gpu(tmp_path):
     args = dpo_config(TrainParams(), tmp_path, seed=0)
     bf16 = torch.cuda.get_device_capability()[0] >= 8
     assert not args.use_cpu and args.bf16 == bf16 and args.fp16 == (not bf16) and args.n_gpu == 1
+
+
+def test_half_precision_policy_samples_without_rounding_its_base_weights(tiny_base):
+    """In bf16, merge + unmerge of the LoRA weights would round the frozen base (and so the
+    reference policy) every sampling round: HFPolicy leaves the adapter unmerged there."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from act.model.loading import HFPolicy, load_model
+
+    model, tok = load_model(tiny_base)
+    model = get_peft_model(model.to(torch.bfloat16), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.3)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    HFPolicy(model, tok, max_new_tokens=3).generate([[{"role": "user", "content": "How many singers?"}]])
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    # the same round trip done by hand does move bf16 weights: the guard is needed
+    model.merge_adapter()
+    model.unmerge_adapter()
+    assert not all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -232,10 +232,16 @@ class HFPolicy:
 
     @contextlib.contextmanager
     def _merged(self):
-        """LoRA merged into the base weights for the duration (not on a quantized base)."""
+        """LoRA merged into the base weights for the duration: only on an fp32 base. On a quantized
+        base merging is impossible, and in bf16/fp16 merge + unmerge would round the frozen base
+        weights a little every sampling round (the reference policy would drift)."""
+        import torch
+
         model = self.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         merge = (self.merge_lora and hasattr(model, "merge_adapter")
-                 and getattr(model.config, "quantization_config", None) is None)
+                 and getattr(model.config, "quantization_config", None) is None
+                 and getattr(base, "dtype", None) == torch.float32)
         if merge:
             model.merge_adapter()
         try:
