@@ -123,3 +123,39 @@ def test_policy_sampling_sees_the_fitted_prompt(tmp_path):
     assert policy.prompt_stats["prompts"] == 1 and policy.prompt_stats["truncated"] == 1
     assert policy.prompt_stats["context_tokens_cut"] == expected.context_cut
     assert isinstance(seen[0], torch.Tensor)
+
+
+def test_sft_keeps_the_gold_turns_whole_and_cuts_the_context(tmp_path, monkeypatch):
+    """SFT on conversations longer than sft.max_length: every row keeps the system instruction, the
+    request, the user's reply and the whole gold answer (labelled); the context's middle is cut."""
+    import dataclasses
+
+    import trl
+
+    from act.params import SftParams
+    from act.training.sft import train_sft
+    from tests.test_train import SQL, make_records
+
+    records = [dataclasses.replace(r, context=CONTEXT) for r in make_records(4)]
+    path = build_family("zephyr", tmp_path / "m")
+    seen = {}
+    original = trl.SFTTrainer.__init__
+
+    def spy(self, *args, **kwargs):  # records the rows the real trainer gets
+        seen["rows"] = kwargs["train_dataset"]
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trl.SFTTrainer, "__init__", spy)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    metrics = train_sft(path, records, tmp_path / "sft", SftParams(epochs=1, batch_size=4, max_length=200), seed=0)
+    assert metrics["examples_truncated"] == 4 and metrics["examples_dropped_too_long"] == 0
+    for row, rec in zip(seen["rows"], records):
+        assert len(row["input_ids"]) <= 200
+        text = tok.decode(row["input_ids"])
+        labelled = tok.decode([t for t in row["labels"] if t != -100])
+        assert "Answer the user's request" in text and rec.messages[-1]["content"] in text and "[...]" in text
+        assert labelled.rstrip().endswith(SQL + "</s>") or labelled.rstrip().endswith(SQL)
+        if rec.gold_action == "clarify":
+            assert "After 1950." in text and "Born after which year?" in labelled
