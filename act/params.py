@@ -15,6 +15,16 @@ from act.params_loader import check, load_dataclass
 
 DatasetName = Literal["pacific", "abg_coqa", "ambigsql"]
 Budget = int | Literal["all"]
+Dtype = Literal["auto", "bf16", "fp16", "fp32"]
+"""Model weights and mixed precision: auto = bf16 on a CUDA GPU that has it, fp16 on older CUDA
+GPUs (T4, V100), fp32 on CPU (`act.devices.resolve_dtype`)."""
+AttnImplementation = Literal["", "eager", "sdpa", "flash_attention_2"]
+"""`attn_implementation` of `from_pretrained`; "" = the library's default (sdpa where it can)."""
+Optim = Literal[
+    "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_bnb_8bit", "adamw_8bit",
+    "paged_adamw_8bit", "paged_adamw_32bit", "lion_8bit", "lion_32bit", "paged_lion_8bit", "paged_lion_32bit",
+]
+"""TrainingArguments `optim` names; the 8-bit, paged and lion ones need bitsandbytes (the [qlora] extra)."""
 
 
 # ----------------------------------------------------------------------------------------- ingest
@@ -203,16 +213,29 @@ class SftParams:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: much less memory, ~30% more time."""
     max_length: int = 1024
-    """Longer conversations are truncated (tokens)."""
+    """Tokens per conversation: a longer one keeps its system message, latest request and gold
+    turns whole; the middle of its context and then its oldest history turns are cut (`act.chat.fit_prompt`)."""
     save_steps: int = 25
     """Checkpoint every N optimizer steps into checkpoints/sft (outside DVC's outs); a rerun after a
     crash or kill resumes from the last one; removed once the stage succeeds. 0 = no checkpoints."""
     quantization: Literal["none", "nf4"] = "none"
     """nf4 = QLoRA SFT on a 4-bit base model."""
+    dtype: Dtype = "auto"
+    """Weights and mixed precision: auto (bf16 on a recent GPU, fp16 on T4/V100, fp32 on CPU) | bf16 | fp16 | fp32."""
+    attn_implementation: AttnImplementation = ""
+    """Attention kernel: "" (library default) | eager | sdpa | flash_attention_2 (CUDA, flash-attn package)."""
+    optim: Optim = "adamw_torch_fused"
+    """Optimizer (TrainingArguments name); paged_adamw_8bit / paged_adamw_32bit page states to CPU under
+    memory pressure and need bitsandbytes (the [qlora] extra)."""
     lora: LoraParams = field(default_factory=lambda: LoraParams(
         r=16, alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")))
     """The adapter SFT trains; ACT continues training this same adapter (train.init=sft). MLP
     targets matter for a small model."""
+
+    def __post_init__(self):
+        check(self.save_steps >= 0, "save_steps must be >= 0")
+        check(not (self.attn_implementation == "flash_attention_2" and self.dtype == "fp32"),
+              "attn_implementation flash_attention_2 needs dtype auto, bf16 or fp16")
 
 
 # ---------------------------------------------------------------------------------------- launch
@@ -241,12 +264,33 @@ class SimulateParams:
     tolerance: float = 0.9
     """A trajectory succeeds when its task score reaches this (reference: F1 >= 0.9)."""
     max_prompt_tokens: int = 384
-    """Prompts longer than this are cut from the left before sampling, in training and evaluation."""
+    """Token budget of every policy prompt (sampling in simulate, train and evaluate, and DPO's
+    prompts): a longer prompt keeps its system header and latest request; the middle of the
+    grounding context is cut, then the oldest history turns are dropped (`act.chat.fit_prompt`)."""
+    generation_batch_size: int = 16
+    """Chats per `generate` call of the policy (simulate, train's on-policy sampling, evaluate):
+    higher = faster on a GPU, more KV-cache memory."""
 
     def __post_init__(self):
         check(self.max_clarify_turns >= 0, "max_clarify_turns must be >= 0")
         check(0.0 <= self.tolerance <= 1.0, "tolerance must be in [0, 1]")
         check(self.temperature >= 0.0, "temperature must be >= 0")
+
+
+@dataclass(frozen=True)
+class VllmParams:
+    mode: Literal["colocate", "server"] = "colocate"
+    """colocate: vLLM runs inside the training process and shares its GPU; server: a separate
+    `trl vllm-serve` process (its own GPU) receives the policy's weights before every sampling round."""
+    server_base_url: str = "http://127.0.0.1:8000"
+    """server mode: where `trl vllm-serve --model <base> --port 8000` listens."""
+    gpu_memory_utilization: float = 0.3
+    """colocate: share of the GPU's memory vLLM takes for weights and KV cache (the rest is training's)."""
+    max_model_length: int = 0
+    """colocate: vLLM's context length (0 = the model's own); prompt budget + generated tokens is enough."""
+
+    def __post_init__(self):
+        check(0.0 < self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -287,7 +331,9 @@ class TrainParams:
     loss_type: tuple[str, ...] = ("sigmoid",)
     """TRL DPO loss(es): sigmoid (DPO), ipo, hinge, ..."""
     max_length: int = 1024
-    """Prompt + completion tokens; longer pairs lose the start of the prompt."""
+    """Prompt + completion tokens. The completion stays whole; the prompt is the one sampling sees
+    (simulate.max_prompt_tokens), cut further only when prompt + completion would pass this; a pair
+    that cannot fit even then is dropped (counted)."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1 = run all epochs)."""
     save_steps: int = 5
@@ -295,6 +341,17 @@ class TrainParams:
     the sampler's rounds); a rerun after a crash or kill resumes from the last one. 0 = off."""
     quantization: Literal["none", "nf4"] = "none"
     """nf4 = QLoRA: 4-bit nf4 base via bitsandbytes (also on CPU: saves memory, not time)."""
+    dtype: Dtype = "auto"
+    """Weights and mixed precision (also of the policy simulate and evaluate load): auto | bf16 | fp16 | fp32."""
+    attn_implementation: AttnImplementation = ""
+    """Attention kernel (also for simulate and evaluate): "" | eager | sdpa | flash_attention_2."""
+    optim: Optim = "adamw_torch_fused"
+    """Optimizer (TrainingArguments name); paged_* and *_8bit need bitsandbytes (the [qlora] extra)."""
+    sampler: Literal["hf", "vllm"] = "hf"
+    """On-policy sampling engine: hf (transformers `generate`) | vllm (TRL's vLLM integration: the
+    [vllm] extra and a CUDA GPU)."""
+    vllm: VllmParams = field(default_factory=lambda: VllmParams())
+    """vLLM settings, used when sampler = vllm."""
     lora: LoraParams = field(default_factory=LoraParams)
     """The adapter trained from train.init=base; from the SFT adapter, its own config is kept."""
 
@@ -307,6 +364,8 @@ class TrainParams:
         check(self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1")
         check(len(self.loss_type) >= 1, "loss_type needs at least one loss")
         check(self.save_steps >= 0, "save_steps must be >= 0")
+        check(not (self.attn_implementation == "flash_attention_2" and self.dtype == "fp32"),
+              "attn_implementation flash_attention_2 needs dtype auto, bf16 or fp16")
 
 
 # --------------------------------------------------------------------------------------- evaluate

@@ -25,6 +25,7 @@ POSITIVE = frozenset({
     "learning_rate", "batch_size", "epochs", "gradient_accumulation_steps", "max_length", "max_new_tokens",
     "max_tokens", "max_prompt_tokens", "max_context_chars", "timeout_s", "query_timeout_s", "sql_timeout_s",
     "vocab_size", "hidden_size", "layers", "heads", "max_positions", "block_size", "concurrency", "sample_every",
+    "generation_batch_size",
     "beta", "r", "alpha",
 })
 """Numeric fields that must be > 0, whatever section they are in."""

@@ -50,12 +50,12 @@ def main(argv=None) -> None:
         ("act", OnPolicySampler(build_role("classifier", params.roles), build_role("simulator", params.roles),
                                 record_scorer(args.databases), sim.tolerance, sim.max_clarify_turns,
                                 max_new_tokens=sim.max_new_tokens, temperature=sim.temperature,
-                                max_prompt_tokens=sim.max_prompt_tokens)),
+                                max_prompt_tokens=sim.max_prompt_tokens, batch_size=sim.generation_batch_size)),
     ]:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             res = train_dpo(args.base, args.sft, pairs, records, Path(tmp) / "adapter", train, seed=params.seed,
-                            sampler=sampler)
+                            sampler=sampler, prompt_budget=sim.max_prompt_tokens)
             wall = time.perf_counter() - t0
         steps = max(1, res.metrics["steps"])
         sampling = res.metrics["sampling_seconds"] / steps

@@ -99,11 +99,12 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
         from act.model import load_policy as load_hf
 
         def load_policy(base_dir: str, adapter_dir: str | None, seed: int):
-            policy = load_hf(base_dir, adapter_dir, quantization=params.train.quantization,
-                             max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, seed=seed)
-            # the same prompt cap as during training's sampling, so a policy is judged as it was trained
-            policy.max_prompt_tokens = params.simulate.max_prompt_tokens
-            return policy
+            # the prompts fitted as during training's sampling (act.chat.fit_prompt), so a policy is judged as it was trained
+            return load_hf(base_dir, adapter_dir, quantization=params.train.quantization,
+                           max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, seed=seed,
+                           batch_size=params.simulate.generation_batch_size,
+                           max_prompt_tokens=params.simulate.max_prompt_tokens, dtype=params.train.dtype,
+                           attn_implementation=params.train.attn_implementation)
 
     started = time.monotonic()
     records = load_eval_records(data, ev.limit, split)
@@ -117,7 +118,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
         metrics: dict[str, Any] = {}
         rows: list[dict] = []
         for name in ev.policies:
-            per_seed = []
+            per_seed, prompts = [], {}
             for seed in ev.seeds:
                 t0 = time.monotonic()
                 policy = load_policy(str(base), adapters.get(name), seed)
@@ -126,6 +127,8 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
                     tolerance=params.simulate.tolerance, db_dir=databases, sql_timeout_s=ev.sql_timeout_s,
                     similarity=similarity, coqa_averaging=ev.coqa_averaging,
                 )
+                for k, v in getattr(policy, "prompt_stats", {}).items():  # prompts fitted to the budget, over seeds
+                    prompts[k] = prompts.get(k, 0) + v
                 del policy
                 for r in seed_rows:
                     r.update(policy=name, seed=seed)
@@ -133,6 +136,8 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
                 per_seed.append(summarize(seed_rows))
                 log.info("%s seed %d: %d records in %.1f s", name, seed, len(seed_rows), time.monotonic() - t0)
             metrics[name] = combine_seeds(per_seed)
+            if prompts:
+                metrics[name]["prompts"] = prompts
 
         save_dataset(out, {"predictions": rows})
         with atomic_dir(plots_dir) as tmp:  # no stale plot (e.g. margins of an older run) survives

@@ -61,8 +61,9 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     with stage_run("simulate", params, cfg, tags={"act.dataset": params.dataset}) as tracker:
         pairs, records = load_pairs(pairs_dir)
         policy = load_policy(str(base), str(start) if start else None, quantization=params.train.quantization,
-                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=params.seed)
-        policy.max_prompt_tokens = cfg.max_prompt_tokens
+                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=params.seed,
+                             batch_size=cfg.generation_batch_size, max_prompt_tokens=cfg.max_prompt_tokens,
+                             dtype=params.train.dtype, attn_implementation=params.train.attn_implementation)
         t0 = time.monotonic()
         trajectories = rollout(records, policy, classifier, simulator, record_scorer(databases),
                                max_clarify_turns=cfg.max_clarify_turns, tolerance=cfg.tolerance)
@@ -86,6 +87,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
             "judge_disagreement_ids": disagree[:50],
             "terminated_rate": round(sum(t.terminated for t in trajectories) / n, 4),
             "generated_tokens": policy.generated_tokens,
+            "prompts": dict(policy.prompt_stats),  # fitted to simulate.max_prompt_tokens: truncated / dropped counts
             "rollout_seconds": round(rollout_s, 2),
             "usage": {k: u.as_dict() for k, u in usage.items()},
         }

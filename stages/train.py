@@ -64,6 +64,10 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     from act.pairs import load_pairs
 
     cfg, sim = params.train, params.simulate
+    if cfg.sampler == "vllm" and cfg.on_policy and cfg.sampling == "every":
+        from act.model.vllm_policy import check_vllm
+
+        check_vllm()  # before any model loads: the [vllm] extra and a GPU, or a ParamsError naming train.sampler
     require_dir(sft, "--sft")  # a missing SFT dir would silently train from the base model
     require_dir(databases, "--databases")
     started = time.monotonic()
@@ -86,6 +90,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
             max_new_tokens=sim.max_new_tokens, temperature=cfg.sample_temperature, top_p=cfg.sample_top_p,
             top_k=cfg.sample_top_k, max_prompt_tokens=sim.max_prompt_tokens,
             judge_backend=params.roles.classifier.backend,
+            batch_size=sim.generation_batch_size, backend=cfg.sampler, vllm=cfg.vllm,
         )
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else Path(out).parent / "checkpoints" / "train"
     key = checkpoints.run_key({"stage": "train", "seed": params.seed, "dataset": params.dataset,
@@ -97,7 +102,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
         with distributed.output_dir(out) as tmp:
             result = train_dpo(base, sft, pairs, records, tmp, cfg, seed=params.seed, sampler=sampler,
                                report_to=["mlflow"] if tracker.run_id else "none", work_dir=Path(out).parent,
-                               probe=probe, checkpoint_dir=ckpt, run_key=key)
+                               probe=probe, prompt_budget=sim.max_prompt_tokens, checkpoint_dir=ckpt, run_key=key)
             (tmp / ADAPTER_MARKER).write_text(json.dumps({"adapter": True, "stage": "train", "init": cfg.init}) + "\n")
         if result.resumed_from_step:
             tracker.set_tags({"act.resumed_from_step": str(result.resumed_from_step)})

@@ -70,16 +70,18 @@ def has_adapter(adapter_dir: str | Path | None) -> bool:
     return adapter_dir is not None and (Path(adapter_dir) / "adapter_config.json").exists()
 
 
-def get_quantization_config(quantization: str):
-    """BitsAndBytesConfig for "nf4" (4-bit QLoRA; works on CPU too), None for "none"."""
+def get_quantization_config(quantization: str, compute_dtype: str | None = None):
+    """BitsAndBytesConfig for "nf4" (4-bit QLoRA; works on CPU too), None for "none".
+    `compute_dtype`: bf16 / fp16 / fp32 (`act.devices.resolve_dtype`; None = auto)."""
     if quantization == "none":
         return None
     if quantization != "nf4":
         raise ValueError(f"unknown quantization {quantization!r}; expected 'none' or 'nf4'")
     import importlib.util
 
-    import torch
     from transformers import BitsAndBytesConfig
+
+    from act.devices import resolve_dtype, torch_dtype
 
     if importlib.util.find_spec("bitsandbytes") is None:
         from act.errors import ParamsError
@@ -89,7 +91,7 @@ def get_quantization_config(quantization: str):
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        bnb_4bit_compute_dtype=torch_dtype(compute_dtype or resolve_dtype("auto")),
     )
 
 
@@ -122,23 +124,31 @@ def load_tokenizer(base_dir: str | Path):
 
 
 def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None, *, quantization: str = "none",
-               trainable: bool = False, gradient_checkpointing: bool = False):
+               trainable: bool = False, gradient_checkpointing: bool = False, dtype: str = "auto",
+               attn_implementation: str = "", section: str = "train"):
     """(model, tokenizer): the base model, 4-bit when asked, with the adapter applied if there is one.
 
-    `trainable`: the adapter's weights get gradients, and a 4-bit base is prepared for k-bit training."""
-    import torch
+    `trainable`: the adapter's weights get gradients, and a 4-bit base is prepared for k-bit training
+    (with gradient checkpointing when `gradient_checkpointing`). `dtype` (auto | bf16 | fp16 |
+    fp32) and `attn_implementation` are the params of `section`, named in errors. A model that
+    only generates goes to the GPU when there is one (`act.devices`)."""
     from transformers import AutoModelForCausalLM
 
     from act.io import check_safetensors
+    from act.devices import attn_kwargs, inference_device_map, resolve_dtype, torch_dtype, training_device_map
 
     check_safetensors(base_dir)  # a truncated weights file fails naming its path
     if adapter_dir:
         check_safetensors(adapter_dir)
     tok = load_tokenizer(base_dir)
-    qconfig = get_quantization_config(quantization)
+    precision = resolve_dtype(dtype, key=f"{section}.dtype")
+    qconfig = get_quantization_config(quantization, precision)
     kwargs = {"quantization_config": qconfig} if qconfig is not None else {}
-    if not torch.cuda.is_available():
-        kwargs["dtype"] = torch.float32  # CPU: no bf16 kernels worth using
+    kwargs["dtype"] = torch_dtype(precision)
+    kwargs.update(attn_kwargs(attn_implementation, key=f"{section}.attn_implementation"))
+    device_map = training_device_map(qconfig is not None) if trainable else inference_device_map()
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     model = _from_pretrained(AutoModelForCausalLM, base_dir, **kwargs)
     if qconfig is not None and trainable:
         from peft import prepare_model_for_kbit_training
@@ -153,8 +163,36 @@ def load_model(base_dir: str | Path, adapter_dir: str | Path | None = None, *, q
     return model, tok
 
 
+class PromptStats(dict):
+    """Counts of `fit_prompt` over every prompt a policy sampled from (a stage's metrics)."""
+
+    KEYS = ("prompts", "truncated", "context_tokens_cut", "turns_dropped", "over_budget")
+
+    def __init__(self):
+        super().__init__({k: 0 for k in self.KEYS})
+
+    def fit(self, tokenizer, chats: Sequence[Sequence[Message]], budget: int | None) -> list[list[Message]]:
+        from act.chat import fit_prompt
+
+        out = []
+        for chat in chats:
+            fitted = fit_prompt(tokenizer, chat, budget)
+            self["prompts"] += 1
+            self["truncated"] += fitted.truncated
+            self["context_tokens_cut"] += fitted.context_cut
+            self["turns_dropped"] += fitted.turns_dropped
+            self["over_budget"] += not fitted.fits
+            out.append(fitted.messages)
+        return out
+
+
 class HFPolicy:
     """A transformers causal LM as a `Policy`: one assistant turn per chat, batched, left-padded.
+
+    Every chat is first fitted to `max_prompt_tokens` by `act.chat.fit_prompt` (system header and
+    latest request kept, the context's middle and then the oldest history cut), the same prompt DPO
+    trains on; `prompt_stats` counts the prompts, the truncated ones, the context tokens cut, the
+    history messages dropped and the prompts still over budget.
 
     Works on a model that is being trained: it switches to eval mode for sampling and restores the
     previous mode afterwards. Chats are batched by length (fewer pad tokens); a LoRA adapter on an
@@ -171,10 +209,12 @@ class HFPolicy:
         self.merge_lora = merge_lora
         self.calls = 0
         self.generated_tokens = 0
+        self.prompt_stats = PromptStats()
 
     def generate(self, chats: Sequence[Sequence[Message]]) -> list[str]:
         import torch
 
+        chats = self.prompt_stats.fit(self.tokenizer, chats, self.max_prompt_tokens)
         order = sorted(range(len(chats)), key=lambda i: sum(len(m["content"]) for m in chats[i]))
         out: list[str] = [""] * len(chats)
         was_training = self.model.training
@@ -192,10 +232,16 @@ class HFPolicy:
 
     @contextlib.contextmanager
     def _merged(self):
-        """LoRA merged into the base weights for the duration (not on a quantized base)."""
+        """LoRA merged into the base weights for the duration: only on an fp32 base. On a quantized
+        base merging is impossible, and in bf16/fp16 merge + unmerge would round the frozen base
+        weights a little every sampling round (the reference policy would drift)."""
+        import torch
+
         model = self.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         merge = (self.merge_lora and hasattr(model, "merge_adapter")
-                 and getattr(model.config, "quantization_config", None) is None)
+                 and getattr(model.config, "quantization_config", None) is None
+                 and getattr(base, "dtype", None) == torch.float32)
         if merge:
             model.merge_adapter()
         try:
@@ -216,10 +262,6 @@ class HFPolicy:
         finally:
             tok.padding_side = side
         input_ids, attention = enc["input_ids"], enc["attention_mask"]
-        if self.max_prompt_tokens and input_ids.shape[1] > self.max_prompt_tokens:
-            # keep the end: the latest turns and the generation prompt matter most for the next turn
-            input_ids = input_ids[:, -self.max_prompt_tokens:]
-            attention = attention[:, -self.max_prompt_tokens:]
         device = next(self.model.parameters()).device
         sample = self.temperature > 0
         seed = self.seed + self.calls
@@ -250,12 +292,15 @@ def stop_ids(model, tokenizer) -> list[int]:
 
 
 def load_policy(base_dir: str, adapter_dir: str | None = None, *, quantization: str = "none",
-                max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0, batch_size: int = 16) -> HFPolicy:
+                max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0, batch_size: int = 16,
+                max_prompt_tokens: int | None = None, dtype: str = "auto", attn_implementation: str = "") -> HFPolicy:
     """The policy in `base_dir` (+ the LoRA adapter in `adapter_dir`, if it holds one), ready to
-    sample. On an unquantized base the adapter is merged into the weights once (faster generation)."""
-    model, tok = load_model(base_dir, adapter_dir, quantization=quantization)
+    sample, on the GPU when there is one. On an unquantized base the adapter is merged into the
+    weights once (faster generation). `dtype` / `attn_implementation`: the train section's."""
+    model, tok = load_model(base_dir, adapter_dir, quantization=quantization, dtype=dtype,
+                            attn_implementation=attn_implementation)
     if has_adapter(adapter_dir) and quantization == "none":
         model = model.merge_and_unload()
     model.eval()
     return HFPolicy(model, tok, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                    batch_size=batch_size)
+                    batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)

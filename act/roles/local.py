@@ -2,7 +2,9 @@
 
 Chats are rendered with the tokenizer's chat template and generated in batches of
 `roles.<name>.concurrency`, left-padded; replies go through the same persistent call cache as
-the HTTP backend, so a re-run generates nothing it already has. Heavy imports happen on first use.
+the HTTP backend, so a re-run generates nothing it already has. The model goes to the GPU when
+there is one (bf16, or fp16 on a GPU without bf16) and stays on the CPU in fp32 otherwise
+(`act.devices`). Heavy imports happen on first use.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ class LocalChat:
             tok = prepare_tokenizer(AutoTokenizer.from_pretrained(self.cfg.model),
                                     source=f"roles.{self.role}.model={self.cfg.model}")
             tok.padding_side = "left"  # decoder-only batches must end where generation starts
-            model = AutoModelForCausalLM.from_pretrained(self.cfg.model)
+            from act.devices import inference_device_map, resolve_dtype, torch_dtype
+
+            placement = inference_device_map()
+            model = AutoModelForCausalLM.from_pretrained(
+                self.cfg.model, dtype=torch_dtype(resolve_dtype("auto")),
+                **({"device_map": placement} if placement is not None else {}))
             model.eval()
             self._tok, self._model = tok, model
         return self._tok, self._model
@@ -67,7 +74,7 @@ class LocalChat:
 
         tok, model = self._load()
         texts = [render(tok, c, add_generation_prompt=True) for c in chats]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         sampling = self.cfg.temperature > 0
         kwargs = {"max_new_tokens": self.cfg.max_tokens, "do_sample": sampling, "pad_token_id": tok.pad_token_id}
         if sampling:

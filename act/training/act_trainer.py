@@ -67,6 +67,15 @@ class OnPolicySampler:
     top_p: float = 1.0
     top_k: int = 0
     max_prompt_tokens: int | None = None
+    """Prompt budget (simulate.max_prompt_tokens): the policy samples the `act.chat.fit_prompt` prompt."""
+    batch_size: int = 16
+    """Chats per generate call (simulate.generation_batch_size)."""
+    backend: str = "hf"
+    """train.sampler: hf (transformers generate) | vllm (TRL's vLLM integration, `act.model.vllm_policy`)."""
+    vllm: Any = None
+    """train.vllm (VllmParams) for the vllm backend."""
+    engine: Any = None
+    """vllm backend: a ready generation engine; None = built from `vllm` on the first round."""
     system_template: str = SYSTEM_TEMPLATE
     judge_backend: str = "offline"
     """The classifier's backend. When it is a model, each round also asks the offline surface rule
@@ -125,12 +134,15 @@ def make_trainer_class():
     class ActDPOTrainer(DPOTrainer):
         def __init__(self, *args, pairs: Sequence[dict], records: Sequence[TurnRecord],
                      sampler: OnPolicySampler | None = None, sample_every: int = 1,
-                     mask_user_turns: bool = False, on_round: Callable[[dict], None] | None = None, **kwargs):
+                     mask_user_turns: bool = False, on_round: Callable[[dict], None] | None = None,
+                     prompt_budget: int | None = None, **kwargs):
             self.pairs, self.records = list(pairs), list(records)
             if len(self.pairs) != len(self.records):
                 raise ValueError(f"{len(self.pairs)} pairs but {len(self.records)} records")
             self.sampler, self.sample_every, self.mask_user_turns = sampler, sample_every, mask_user_turns
             self.on_round = on_round
+            self.prompt_budget = prompt_budget
+            """simulate.max_prompt_tokens: relabelled pairs train on the prompt sampling saw (`fit_pair_prompt`)."""
             self.relabel_log: list[dict] = []
             """One entry per sampling round: step, outcome counts, timings."""
             self.rounds: list[dict] = []
@@ -218,16 +230,28 @@ def make_trainer_class():
             batch.pop("row_index", None)
             return self._prepare_inputs(batch)
 
-        def _relabelled_batch(self, rows: list[int]) -> dict:
+        def _sampling_policy(self, step: int):
+            """The current policy as a sampler: HF `generate`, or vLLM with the latest weights pushed."""
+            s, seed = self.sampler, self.args.seed * 100_003 + step
+            if s.backend == "vllm":
+                from act.model.vllm_policy import VLLMPolicy, vllm_engine
+
+                if s.engine is None:
+                    s.engine = vllm_engine(self.model, self.accelerator, self.processing_class, s)
+                s.engine.sync_weights()  # the policy changed since the last round
+                return VLLMPolicy(s.engine, self.processing_class, max_prompt_tokens=s.max_prompt_tokens, seed=seed)
             from act.model.loading import HFPolicy
+
+            return HFPolicy(self.accelerator.unwrap_model(self.model), self.processing_class,
+                            max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                            seed=seed, max_prompt_tokens=s.max_prompt_tokens, batch_size=s.batch_size)
+
+        def _relabelled_batch(self, rows: list[int]) -> dict:
+            from act.chat import fit_pair_prompt
 
             s, step = self.sampler, self.state.global_step
             t0 = time.perf_counter()
-            policy = TimedPolicy(HFPolicy(
-                self.accelerator.unwrap_model(self.model), self.processing_class,
-                max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                seed=self.args.seed * 100_003 + step, max_prompt_tokens=s.max_prompt_tokens,
-            ))
+            policy = TimedPolicy(self._sampling_policy(step))
             trajectories = rollout(
                 [self.records[i] for i in rows], policy, s.classifier, s.simulator, s.scorer,
                 max_clarify_turns=s.max_clarify_turns if s.simulate_trajectories else 0,
@@ -237,9 +261,13 @@ def make_trainer_class():
             self.sampling_calls += policy.calls
             decisions = [relabel(self.pairs[i], t, simulate=s.simulate_trajectories)
                          for i, t in zip(rows, trajectories)]
-            examples = []
+            examples, prompts_cut, completions_cut = [], 0, 0
             for i, d in zip(rows, decisions):
-                ex = tokenize_pair(self.processing_class, self.pairs[i]["prompt"], d.chosen, d.rejected,
+                fitted = fit_pair_prompt(self.processing_class, self.pairs[i]["prompt"], [d.chosen, d.rejected],
+                                         prompt_budget=self.prompt_budget, max_length=self.args.max_length)
+                prompts_cut += fitted.truncated
+                completions_cut += not fitted.fits  # TRL's keep_start cut then shortens the completion
+                ex = tokenize_pair(self.processing_class, fitted.messages, d.chosen, d.rejected,
                                    mask_user_turns=self.mask_user_turns)
                 examples.append({**ex, "row_index": i})
                 self._latest[i] = examples[-1]
@@ -257,6 +285,9 @@ def make_trainer_class():
                 "samples/answer": sum(t.first_action == "answer" for t in trajectories),
                 "samples/policy_wins": sum(d.replaced == "chosen" for d in decisions),
                 "judge/disagreements": sum(disagree),
+                "samples/pair_prompts_truncated": prompts_cut,
+                "samples/completions_cut": completions_cut,
+                "samples/prompts_truncated": policy.policy.prompt_stats["truncated"],
                 "time/sampling_s": round(policy.seconds, 4),
                 "time/simulation_s": round(t_rollout - policy.seconds, 4),
                 "time/relabel_total_s": round(time.perf_counter() - t0, 4),

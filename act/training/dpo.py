@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,9 +35,11 @@ def dpo_config(train: TrainParams, output_dir: str | Path, *, seed: int, report_
     (the fixed probe pairs) is scored before training and every `train.probe_every` steps."""
     from trl import DPOConfig
 
+    from act.devices import one_process_one_gpu
+
     evals = dict(eval_strategy="steps", eval_steps=train.probe_every, eval_on_start=True, prediction_loss_only=True,
                  per_device_eval_batch_size=train.batch_size) if probe and train.probe_every > 0 else {}
-    return DPOConfig(
+    return one_process_one_gpu(DPOConfig(
         **evals,
         output_dir=str(output_dir),
         beta=train.beta,
@@ -46,28 +49,46 @@ def dpo_config(train: TrainParams, output_dir: str | Path, *, seed: int, report_
         max_steps=train.max_steps,
         per_device_train_batch_size=train.batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
+        # prompts arrive fitted (act.chat.fit_pair_prompt): prompt + completion <= max_length, so TRL's
+        # keep_start cut (the end of the completion) only acts on a relabelled pair that cannot fit (counted)
         max_length=train.max_length,
-        truncation_mode="keep_start",  # TRL drops pairs whose prompt alone fills max_length (counted in metrics)
+        truncation_mode="keep_start",
         lr_scheduler_type="constant_with_warmup",
         remove_unused_columns=True,
         **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=train.gradient_checkpointing,
-                       save_steps=train.save_steps),
-    )
+                       save_steps=train.save_steps, dtype=train.dtype, optim=train.optim, section="train"),
+    ))
 
 
 def start_policy(base_dir: str | Path, sft_dir: str | Path | None, train: TrainParams):
     """(model, tokenizer, peft_config, reference description) for the DPO run; see module doc."""
     from act.model.loading import get_peft_config, has_adapter, load_model
 
+    knobs = dict(quantization=train.quantization, trainable=True, gradient_checkpointing=train.gradient_checkpointing,
+                 dtype=train.dtype, attn_implementation=train.attn_implementation, section="train")
     if train.init == "sft" and has_adapter(sft_dir):
-        model, tok = load_model(base_dir, sft_dir, quantization=train.quantization, trainable=True,
-                              gradient_checkpointing=train.gradient_checkpointing)
+        model, tok = load_model(base_dir, sft_dir, **knobs)
         peft_config, reference = None, "sft_adapter_copy"
     else:
-        model, tok = load_model(base_dir, None, quantization=train.quantization, trainable=True,
-                              gradient_checkpointing=train.gradient_checkpointing)
+        model, tok = load_model(base_dir, None, **knobs)
         peft_config, reference = get_peft_config(train.lora), "base_adapter_disabled"
     return model, tok, peft_config, reference
+
+
+def _fitted(tok, pair: dict, prompt_budget: int | None, max_length: int | None, counts: Counter) -> list | None:
+    """The pair's prompt fitted for DPO (`act.chat.fit_pair_prompt`), counted; None when it cannot fit."""
+    from act.chat import fit_pair_prompt, fit_prompt
+
+    fitted = fit_pair_prompt(tok, pair["prompt"], [pair["chosen"], pair["rejected"]], prompt_budget=prompt_budget,
+                             max_length=max_length)
+    if not fitted.fits:
+        return None
+    sampled = fit_prompt(tok, pair["prompt"], prompt_budget) if prompt_budget else None
+    counts["truncated"] += fitted.truncated
+    counts["context_tokens_cut"] += fitted.context_cut
+    counts["turns_dropped"] += fitted.turns_dropped
+    counts["cut_below_sampling_prompt"] += sampled is not None and fitted.messages != sampled.messages
+    return fitted.messages
 
 
 @dataclass
@@ -85,13 +106,17 @@ class TrainResult:
 def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[dict], records: Sequence[TurnRecord],
               out_dir: str | Path, train: TrainParams, *, seed: int, sampler=None,
               report_to: str | list[str] = "none", work_dir: str | Path | None = None,
-              probe: Sequence[dict] = (), checkpoint_dir: str | Path | None = None,
-              run_key: dict | None = None) -> TrainResult:
+              probe: Sequence[dict] = (), prompt_budget: int | None = None,
+              checkpoint_dir: str | Path | None = None, run_key: dict | None = None) -> TrainResult:
     """Train the adapter with DPO on `pairs` (relabelled on-policy when `sampler` is given) and
     save it to `out_dir`. `records[i]` is the record of `pairs[i]`. `probe`: fixed pairs (the eval
     split's Phase-1 pairs) whose DPO margins and reward accuracy are measured before training and
     every `train.probe_every` steps: unlike the training batches' figures, taken on fresh samples,
     these show whether the policy moves towards the gold action on turns it never trains on.
+
+    `prompt_budget` (simulate.max_prompt_tokens): every prompt is fitted by `act.chat.fit_pair_prompt`,
+    so DPO trains on the prompt sampling sees, with the whole completion; pairs that cannot fit
+    train.max_length even with a minimal prompt are dropped (counted).
     With `train.save_steps` and `checkpoint_dir`, checkpoints go there and a run with the same
     `run_key` resumes from the last one, sampler state included (act.training.checkpoints).
     Under a multi-process launch only the main process saves the adapter."""
@@ -108,13 +133,20 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
     model, tok, peft_config, reference = start_policy(base_dir, sft_dir, train)
     from act.chat import normalize
 
-    # the prompt as this template takes it (system folded into the first user turn where it must be)
-    rows = [{"prompt": normalize(tok, p["prompt"]), "chosen": list(p["chosen"]), "rejected": list(p["rejected"]),
-             "row_index": i} for i, p in enumerate(pairs)]
+    # the fitted prompt, as this template takes it (system folded into the first user turn where it must be)
+    fit_counts = Counter()
+    rows = [{"prompt": normalize(tok, fitted), "chosen": list(p["chosen"]), "rejected": list(p["rejected"]),
+             "row_index": i} for i, p in enumerate(pairs)
+            if (fitted := _fitted(tok, p, prompt_budget, train.max_length, fit_counts)) is not None]
+    if not rows:
+        raise ValueError(f"no pair fits train.max_length={train.max_length} tokens even with its context and history "
+                         "cut; raise train.max_length")
     dataset = Dataset.from_list(rows)
     use_probe = bool(probe) and train.probe_every > 0
-    probe_set = Dataset.from_list([{"prompt": list(p["prompt"]), "chosen": list(p["chosen"]),
-                                    "rejected": list(p["rejected"])} for p in probe]) if use_probe else None
+    probe_rows = [{"prompt": normalize(tok, fitted), "chosen": list(p["chosen"]), "rejected": list(p["rejected"])}
+                  for p in probe if (fitted := _fitted(tok, p, prompt_budget, train.max_length, Counter())) is not None]
+    probe_set = Dataset.from_list(probe_rows) if use_probe and probe_rows else None
+    use_probe = probe_set is not None
     saving = train.save_steps > 0 and checkpoint_dir is not None
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         args = dpo_config(train, checkpoint_dir if saving else tmp, seed=seed, report_to=report_to, probe=use_probe)
@@ -127,14 +159,14 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
             model=model, args=args,
             train_dataset=dataset, eval_dataset=probe_set, processing_class=tok, peft_config=peft_config,
             pairs=pairs, records=records, sampler=sampler, sample_every=train.sample_every,
-            mask_user_turns=train.mask_user_turns,
+            mask_user_turns=train.mask_user_turns, prompt_budget=prompt_budget,
         )
         kept = len(trainer.train_dataset)
         if kept == 0:
             raise ValueError(f"all {len(pairs)} pairs have a prompt of at least train.max_length="
                              f"{train.max_length} tokens; raise train.max_length")
         if kept < len(pairs):
-            log.warning("%d of %d pairs dropped: their prompt alone fills train.max_length=%d tokens",
+            log.warning("%d of %d pairs dropped: even with a minimal prompt they pass train.max_length=%d tokens",
                         len(pairs) - kept, len(pairs), train.max_length)
         quiet_trainer(trainer)
         t0 = time.perf_counter()
@@ -165,6 +197,7 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         "steps": int(trainer.state.global_step),
         "pairs": len(pairs),
         "pairs_dropped_too_long": len(pairs) - kept,
+        **{f"prompts/{k}": v for k, v in sorted(fit_counts.items())},
         # resumed: the Trainer averages only the steps it ran itself; the log holds every step's loss
         "train_loss": round(float(_mean_loss(history) if resume else out.training_loss), 6),
         "train_seconds": round(seconds, 2),

@@ -12,16 +12,17 @@ def interactive() -> bool:
 
 
 def runtime_args(*, seed: int, report_to: str | list[str], gradient_checkpointing: bool = False,
-                 save_steps: int = 0) -> dict:
-    """TrainingArguments every run here shares: CPU without bf16 when there is no GPU, a log entry
-    every step, seeded data order, bars on a terminal only. Checkpoints every `save_steps` steps
-    (the last one kept, see act.training.checkpoints); 0 = none, only the final adapter is kept."""
-    import torch
+                 save_steps: int = 0, dtype: str = "auto", optim: str | None = None, section: str = "train") -> dict:
+    """TrainingArguments every run here shares: mixed precision from the `dtype` param (CPU: none,
+    `use_cpu`), the `optim` param, a log entry every step, seeded data order, bars on a terminal
+    only. Checkpoints every `save_steps` steps (the last one kept, see act.training.checkpoints);
+    0 = none, only the final adapter is kept. `section` names the params in errors."""
+    from act.devices import check_optim, precision_args
 
-    cpu = not torch.cuda.is_available()
+    optim_arg = {"optim": check_optim(optim, key=f"{section}.optim")} if optim else {}
     return dict(
         logging_steps=1, report_to=report_to, seed=seed, data_seed=seed,
-        use_cpu=cpu, bf16=not cpu, activation_checkpointing=gradient_checkpointing,
+        **precision_args(dtype, key=f"{section}.dtype"), **optim_arg, activation_checkpointing=gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None, dataloader_num_workers=0,
         disable_tqdm=not interactive(), warmup_steps=0,
         **(dict(save_strategy="steps", save_steps=save_steps, save_total_limit=1) if save_steps > 0

@@ -38,7 +38,9 @@ def gold_conversation(record: TurnRecord, system_template: str = SYSTEM_TEMPLATE
 def sft_config(sft: SftParams, output_dir: str | Path, *, seed: int, report_to: str | list[str] = "none"):
     from trl import SFTConfig
 
-    return SFTConfig(
+    from act.devices import one_process_one_gpu
+
+    return one_process_one_gpu(SFTConfig(
         output_dir=str(output_dir),
         learning_rate=sft.learning_rate,
         num_train_epochs=sft.epochs,
@@ -49,8 +51,8 @@ def sft_config(sft: SftParams, output_dir: str | Path, *, seed: int, report_to: 
         packing=False,
         lr_scheduler_type="cosine",
         **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=sft.gradient_checkpointing,
-                       save_steps=sft.save_steps),
-    )
+                       save_steps=sft.save_steps, dtype=sft.dtype, optim=sft.optim, section="sft"),
+    ))
 
 
 def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str | Path, sft: SftParams, *,
@@ -65,28 +67,30 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from act.chat import tokenize_chat
+    from act.chat import completion_length, fit_prompt, tokenize_chat
     from act.model.loading import get_peft_config, load_model
 
     if not records:
         raise ValueError("no training records for SFT")
     quiet_bars()
     model, tok = load_model(base_dir, None, quantization=sft.quantization, trainable=True,
-                          gradient_checkpointing=sft.gradient_checkpointing)
+                          gradient_checkpointing=sft.gradient_checkpointing, dtype=sft.dtype,
+                          attn_implementation=sft.attn_implementation, section="sft")
     tok.padding_side = "right"  # training pads on the right; sampling sets left itself
     rows, truncated, dropped = [], 0, 0
     for r in records:
-        row = tokenize_chat(tok, gold_conversation(r))
-        if len(row["input_ids"]) > sft.max_length:
-            truncated += 1
-            row = {k: v[: sft.max_length] for k, v in row.items()}
-        if all(label == -100 for label in row["labels"]):
-            dropped += 1  # no assistant token left within max_length: nothing to learn from
+        # the gold turns stay whole; the prompt gives way (act.chat.fit_prompt: context middle, then oldest history)
+        prompt = with_system(r)
+        gold = gold_conversation(r)[len(prompt):]
+        fitted = fit_prompt(tok, prompt, sft.max_length, reserve=completion_length(tok, prompt, gold))
+        if not fitted.fits:
+            dropped += 1  # even a minimal prompt leaves no room for the whole gold turns
             continue
-        rows.append(row)
+        truncated += fitted.truncated
+        rows.append(tokenize_chat(tok, fitted.messages + gold))
     if not rows:
-        raise ValueError(f"every SFT conversation's assistant turns lie beyond sft.max_length={sft.max_length} "
-                         "tokens; raise sft.max_length")
+        raise ValueError(f"no SFT conversation's gold turns fit sft.max_length={sft.max_length} tokens, even with "
+                         "its context and history cut; raise sft.max_length")
     dataset = Dataset.from_list(rows)
     saving = sft.save_steps > 0 and checkpoint_dir is not None
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
