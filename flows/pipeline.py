@@ -156,8 +156,8 @@ def repro_stage(stage: str, root: str, env: dict[str, str], force: bool = False)
 
 
 def _terminate_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM the stage's process group and wait for it (its MLflow run ends KILLED), then
-    SIGKILL whatever is left."""
+    """SIGTERM the stage's process group (DVC and the stage: its MLflow run ends KILLED) and wait
+    until every process of it is gone, then SIGKILL whatever is left."""
     import signal
 
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
@@ -165,11 +165,14 @@ def _terminate_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            proc.poll()  # reap DVC itself; the stage, once orphaned, is reaped by init
+            try:
+                os.killpg(proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.2)
 
 
 def read_metrics(root: str | Path, stages: Sequence[DagStage]) -> dict[str, Any]:
@@ -186,6 +189,15 @@ def read_metrics(root: str | Path, stages: Sequence[DagStage]) -> dict[str, Any]
                 except json.JSONDecodeError:
                     out[st.name] = {}
     return out
+
+
+TRAINING_FIGURES: dict[str, tuple[str, ...]] = {
+    "sft": ("steps", "train_loss", "loss_first", "loss_last"),
+    "train": ("steps", "pairs", "train_loss", "final/rewards/margins", "final/rewards/accuracies",
+              "probe/start/rewards/margins", "probe/end/rewards/margins", "probe/end/rewards/accuracies",
+              "sampling_rounds"),
+}
+"""The key figures of the training stages shown in the run's artifact (those a stage reported)."""
 
 
 TRAINING_FIGURES: dict[str, tuple[str, ...]] = {
