@@ -142,9 +142,10 @@ def run_ui(root: str | Path = ".", host: str = "127.0.0.1", prefect_port: int = 
     write_state(root, servers)
     print(f"Prefect UI : {servers.prefect_url}\n"
           f"MLflow UI  : {servers.mlflow_url}\n\n"
-          f"In another shell of this project, `act run` sends its runs here (found through {STATE_FILE});\n"
-          f"other tools need: export PREFECT_API_URL={servers.prefect_api}\n"
-          f"  act run        # or: act serve --cron '0 3 * * *'\n\n"
+          f"In another shell of this project (both find this server through {STATE_FILE}):\n"
+          f"  act run\n"
+          f"  act serve --cron '0 3 * * *'\n"
+          f"Other Prefect clients: export PREFECT_API_URL={servers.prefect_api}\n\n"
           f"Ctrl-C stops both.", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -276,7 +277,8 @@ def serve_pipeline(root: str | Path = ".", name: str = "act-pipeline", cron: str
                    targets: Sequence[str] | None = None) -> None:
     """`act serve`: register the pipeline as a deployment with a cron schedule and execute its
     runs (scheduled, or started with "Run" in the UI) in this process until Ctrl-C."""
-    api = os.environ.get("PREFECT_API_URL") or "http://127.0.0.1:4200/api"
+    state = read_state(root)
+    api = os.environ.get("PREFECT_API_URL") or (state["prefect_api"] if state else "http://127.0.0.1:4200/api")
     if not healthy(f"{api}/health"):
         raise SystemExit(f"no Prefect server answers at {api}: start one with `act ui` "
                          f"(or set PREFECT_API_URL to yours)")

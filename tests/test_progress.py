@@ -91,3 +91,17 @@ def test_pretraining_reports_progress_with_time_left(monkeypatch, caplog, tiny_b
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretrain ")]
     assert out["pretrain_steps"] == 10 and len(lines) == 10
     assert "loss=" in lines[0] and "left" in lines[0] and "done in" in lines[-1]
+
+
+def test_sft_reports_its_steps_as_lines_off_a_terminal(monkeypatch, caplog, tmp_path, tiny_base):
+    from act.params import SftParams
+    from act.training.sft import train_sft
+    from tests.test_train import make_records
+
+    monkeypatch.setenv("ACT_PROGRESS", "lines")
+    with caplog.at_level(logging.INFO, logger="act.progress"):
+        out = train_sft(tiny_base, make_records(), tmp_path / "sft", SftParams(epochs=1, batch_size=4, max_length=256),
+                        seed=0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sft ")]
+    assert out["steps"] == 2 and lines, caplog.text
+    assert re.fullmatch(r"sft 2/2 \(100%\) loss=[\d.]+ \| done in \d+s", lines[-1]), lines

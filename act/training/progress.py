@@ -1,7 +1,7 @@
 """Trainer runtime settings shared by SFT and DPO runs, their progress output and their MLflow curves.
 
-Progress follows `act.progress`: a bar on a terminal, nothing per step off it (CI and `dvc repro`
-logs stay short; the per-step figures go to the training log and MLflow instead).
+Progress follows `act.progress`: the trainer's bar on a terminal; off it, no per-step log dicts
+(they go to the training log and MLflow) but a progress line per 10 % of the steps.
 
 MLflow: `report_to=["mlflow"]` keeps its meaning (the curves land in the stage's run), but the
 transformers `MLflowCallback` is swapped for `MlflowCurves`, which logs each log dict of the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from act.progress import bars, quiet_libraries
+from act.progress import bars, mode, quiet_libraries
 
 
 def interactive() -> bool:
@@ -70,10 +70,43 @@ def mlflow_curves_callback(run_id: str, tracking_uri: str):
     return MlflowCurves()
 
 
+def lines_callback(desc: str):
+    """A TrainerCallback reporting the training steps through `act.progress` in `lines` mode (the
+    trainer's own bar is for terminals): position, last loss, rate and time left."""
+    from transformers import TrainerCallback
+
+    from act.progress import progress
+
+    class ProgressLines(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar = None
+            self.loss: float | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = progress(state.max_steps, desc, unit="step")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and isinstance(logs.get("loss"), (int, float)):
+                self.loss = float(logs["loss"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(1, **({"loss": f"{self.loss:.3f}"} if self.loss is not None else {}))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return ProgressLines()
+
+
 def quiet_trainer(trainer) -> None:
     """Set the trainer's callbacks: without bars, drop those that print every step's log dict or
-    a bar; with `report_to` mlflow, log the curves through `MlflowCurves` instead of the stock
-    callback (metrics into the run named by MLFLOW_RUN_ID, no TrainingArguments as params)."""
+    a bar (in `lines` mode a line per 10 % of the steps instead); with `report_to` mlflow, log the
+    curves through `MlflowCurves` instead of the stock callback (metrics into the run named by
+    MLFLOW_RUN_ID, no TrainingArguments as params)."""
     from transformers.integrations import MLflowCallback
 
     if any(isinstance(cb, MLflowCallback) for cb in trainer.callback_handler.callbacks):
@@ -87,3 +120,5 @@ def quiet_trainer(trainer) -> None:
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if mode() == "lines":
+        trainer.add_callback(lines_callback("sft" if "SFT" in type(trainer).__name__ else "dpo"))
