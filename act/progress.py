@@ -10,8 +10,8 @@ ACT_PROGRESS=off.
             bar.update(1, loss=f"{loss:.3f}")
 
 `auto` means a bar when stderr is a terminal and CI is unset, lines otherwise. A line says where
-the loop is, its rate and the time left: `pretrain 120/600 (20%) loss=3.210 | 2.1/s, 3m48s left`,
-at most one per `every` of the total (10 %) or per 30 s, and one when the loop ends.
+the loop is, its rate and the time left: `pretrain 120/600 (20%) loss=3.210 | 2.10 step/s, 3m48s left`,
+one per `every` of the total (10 %; never two within a second) or per 30 s, and one when the loop ends.
 `quiet_libraries()` switches off the bars of `datasets` ("Saving the dataset") and the hub /
 transformers ("Loading weights") wherever this module would not draw a bar itself.
 """
@@ -80,14 +80,14 @@ class Progress:
     """A counter towards `total` shown as the mode says. Use through `progress()`."""
 
     def __init__(self, total: int, desc: str, *, unit: str = "it", every: float = 0.1,
-                 min_interval_s: float = 30.0, logger: logging.Logger | None = None):
+                 min_interval_s: float = 30.0, min_gap_s: float = 1.0, logger: logging.Logger | None = None):
         self.total, self.desc, self.unit = max(0, int(total)), desc, unit
         self.mode = mode()
         self.n = 0
         self.postfix: dict[str, Any] = {}
         self.logger = logger or log
         self._step = max(1, int(self.total * every)) if self.total else 1
-        self._min_interval = min_interval_s
+        self._min_interval, self._min_gap = min_interval_s, min_gap_s
         self._start = time.monotonic()
         self._last_time = self._start
         self._last_n = 0
@@ -106,7 +106,9 @@ class Progress:
             self._bar.update(n)
         elif self.mode == "lines":
             now = time.monotonic()
-            if self.n - self._last_n >= self._step or now - self._last_time >= self._min_interval:
+            due = (self.n - self._last_n >= self._step and now - self._last_time >= self._min_gap
+                   or now - self._last_time >= self._min_interval)
+            if due:
                 if self.n < self.total or not self.total:
                     self._line(now)
 

@@ -79,13 +79,22 @@ def _server_env(root: Path) -> dict[str, str]:
     return env
 
 
+def _prefect_address(env: dict[str, str], host: str, port: int) -> dict[str, str]:
+    """The Prefect server's own address in its settings: its UI asks the API at
+    PREFECT_UI_API_URL, which otherwise names the default port 4200 whatever `--port` says."""
+    env.update(PREFECT_SERVER_API_HOST=host, PREFECT_SERVER_API_PORT=str(port),
+               PREFECT_UI_API_URL=f"http://{host}:{port}/api")
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
 def start(root: str | Path = ".", host: str = "127.0.0.1", prefect_port: int = 4200, mlflow_port: int = 5000,
           timeout: float = 90.0, log_dir: str | Path | None = None) -> Servers:
     """Start both servers (each in its own process group) and return once both answer."""
     root = Path(root).resolve()
     logs = Path(log_dir) if log_dir else root / ".prefect"
     logs.mkdir(parents=True, exist_ok=True)
-    env = _server_env(root)
+    env = _prefect_address(_server_env(root), host, prefect_port)
     store = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
     if store.startswith("http"):
         raise ValueError(f"MLFLOW_TRACKING_URI={store} is already a server; `act ui` serves a local store")
@@ -230,8 +239,8 @@ def prefect_server_for_run(root: str | Path = ".", timeout: float | None = None)
     host, port = "127.0.0.1", free_port()
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     with open(logs / "prefect-run-server.log", "ab") as fh:
-        proc = subprocess.Popen(cmd, cwd=root, env=_server_env(root), stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=root, env=_prefect_address(_server_env(root), host, port), stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try:
             _wait(f"http://{host}:{port}/api/health", proc, "Prefect server", timeout)

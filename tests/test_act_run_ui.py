@@ -95,6 +95,8 @@ def act_ui(project):
 @pytest.mark.slow
 def test_act_run_lands_on_the_act_ui_server_with_task_logs(project, act_ui):
     url, _ = act_ui
+    with urllib.request.urlopen(f"{url}/ui-settings", timeout=30) as r:  # the browser UI asks its own server
+        assert json.loads(r.read())["api_url"] == f"{url}/api"
     t0 = time.time()
     done = subprocess.run([sys.executable, "-m", "flows.cli", "-C", str(project), "run", "--targets", "ingest@ambigsql"],
                           env=_env(ACT_TRACKING="off"), capture_output=True, text=True, timeout=600)

@@ -83,6 +83,8 @@ def test_pretraining_reports_progress_with_time_left(monkeypatch, caplog, tiny_b
     from act.model.embedded import pretrain
 
     monkeypatch.setenv("ACT_PROGRESS", "lines")
+    clock = iter(range(0, 1000, 2))  # 2 s per step, as a larger model takes
+    monkeypatch.setattr(prog.time, "monotonic", lambda: float(next(clock)))
     tok = AutoTokenizer.from_pretrained(tiny_base)
     model = AutoModelForCausalLM.from_pretrained(tiny_base)
     with caplog.at_level(logging.INFO, logger="act.model.embedded"):
@@ -105,3 +107,13 @@ def test_sft_reports_its_steps_as_lines_off_a_terminal(monkeypatch, caplog, tmp_
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sft ")]
     assert out["steps"] == 2 and lines, caplog.text
     assert re.fullmatch(r"sft 2/2 \(100%\) loss=[\d.]+ \| done in \d+s", lines[-1]), lines
+
+
+def test_a_burst_of_updates_gives_one_line_not_one_per_step(monkeypatch, caplog):
+    monkeypatch.setenv("ACT_PROGRESS", "lines")
+    monkeypatch.setattr(prog.time, "monotonic", lambda: 5.0)  # a whole batch scored at once
+    with caplog.at_level(logging.INFO, logger="act.progress"):
+        with prog.progress(4, "evaluate base seed 0", unit="record") as bar:
+            for _ in range(4):
+                bar.update(1)
+    assert [r.getMessage().split(" |")[0] for r in caplog.records] == ["evaluate base seed 0 4/4 (100%)"]
