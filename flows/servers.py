@@ -139,6 +139,13 @@ def stop(servers: Servers) -> None:
     _stop(servers.prefect)
 
 
+def mlflow_ui_link(url: str) -> str:
+    """The MLflow UI opened in its "Model training" view. MLflow 3.17's UI picks an experiment's
+    view from a global "GenAI | Model training" switch (default GenAI, kept in the browser), not
+    from the experiment's `mlflow.experimentKind` tag; this URL parameter selects training runs."""
+    return f"{url}/#/?workflowType=machine_learning"
+
+
 def run_ui(root: str | Path = ".", host: str = "127.0.0.1", prefect_port: int = 4200, mlflow_port: int = 5000) -> int:
     """`act ui`: start both, print where they are, stop both on Ctrl-C (or SIGTERM)."""
     root = Path(root).resolve()
@@ -150,7 +157,7 @@ def run_ui(root: str | Path = ".", host: str = "127.0.0.1", prefect_port: int = 
     servers = start(root, host, prefect_port, mlflow_port)
     write_state(root, servers)
     print(f"Prefect UI : {servers.prefect_url}\n"
-          f"MLflow UI  : {servers.mlflow_url}\n\n"
+          f"MLflow UI  : {mlflow_ui_link(servers.mlflow_url)}\n\n"
           f"In another shell of this project (both find this server through {STATE_FILE}):\n"
           f"  act run\n"
           f"  act serve --cron '0 3 * * *'\n"
