@@ -110,11 +110,12 @@ def show(root: str, metrics_file: str, *, every: bool = False) -> int:
 
 def prefect_logging_env() -> None:
     """Before prefect is imported: flow and task run logs (each stage's `dvc repro` output) at
-    INFO reach the Prefect API and its UI, while the terminal shows only warnings from Prefect
-    (`act run` prints its own line per stage). Any of these set in the environment wins."""
+    INFO reach the Prefect API and its UI, while Prefect prints nothing on the terminal but
+    critical errors (`act run` prints its own line per stage, and a failure's message once,
+    without Prefect's traceback of it). Any of these set in the environment wins."""
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
@@ -136,8 +137,8 @@ def run(root: str, args: argparse.Namespace) -> int:
 
         try:
             result = pipeline(root=root, params_file=args.params, targets=args.targets, force=args.force)
-        except Exception as e:  # a stage failed: its output is in the task's logs and above
-            print(f"act run failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        except Exception as e:  # a stage failed (its message holds the tail of its output) or a bad target
+            print(f"act run failed: {e or type(e).__name__}", file=sys.stderr)
             return 1
     states = [r["state"] for r in result["stages"]]
     counts = ", ".join(f"{states.count(s)} {s}" for s in ("ran", "skipped", "restored") if s in states)
