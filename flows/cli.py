@@ -1,6 +1,6 @@
 """`act`: the command line of the project.
 
-    act run [--targets pairs ...] [--force]      the pipeline flow (dvc repro, stage by stage)
+    act run [--targets pairs ...] [--force]      the pipeline flow (dvc repro, stage by stage), on `act ui`'s server
     act ablate --seeds 0 1 2 [--methods act sft ...]   baselines and ablations as DVC experiments
     act ui                                       Prefect server + MLflow UI on 127.0.0.1
     act serve --cron "0 3 * * *"                 register the pipeline for scheduled runs
@@ -123,13 +123,15 @@ def run(root: str, args: argparse.Namespace) -> int:
     """`act run`: the pipeline flow on the Prefect server `flows.servers.prefect_server_for_run`
     picks (PREFECT_API_URL, else the project's `act ui`, else one started for the run)."""
     import signal
+    import threading
 
     from flows.servers import prefect_server_for_run
 
     def stop(signum, frame):  # SIGTERM unwinds like Ctrl-C: a server started for the run stops too
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, stop)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
     prefect_logging_env()
     with prefect_server_for_run(root) as where:
         print(where, flush=True)
