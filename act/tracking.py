@@ -280,17 +280,26 @@ def tracking_uri(root: str | Path | None = None) -> str:
     return uri
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""The MLflow 3 UI opens an experiment by its kind: without this tag it may guess "GenAI apps &
+agents" and open on an empty traces Overview; with it, the experiment opens on its training runs."""
+
+
 def experiment_id(client, name: str, uri: str) -> str:
-    """Get or create the experiment. A local store gets artifacts beside the project's
-    mlflow.db, so the first stage to create it (possibly in a scratch copy) decides nothing."""
+    """Get or create the experiment (tagged as model training, `EXPERIMENT_KIND`). A local store
+    gets artifacts beside the project's mlflow.db, so the first stage to create it (possibly in a
+    scratch copy) decides nothing."""
     exp = client.get_experiment_by_name(name)
     if exp:
+        for key, value in EXPERIMENT_KIND.items():
+            if key not in exp.tags:  # an experiment made before the tag, or by another tool
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:  # two stages racing to create it: the other one won
         exp = client.get_experiment_by_name(name)
         if exp is None:

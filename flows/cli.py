@@ -1,6 +1,6 @@
 """`act`: the command line of the project.
 
-    act run [--targets pairs ...] [--force]      the pipeline flow (dvc repro, stage by stage)
+    act run [--targets pairs ...] [--force]      the pipeline flow (dvc repro, stage by stage), on `act ui`'s server
     act ablate --seeds 0 1 2 [--methods act sft ...]   baselines and ablations as DVC experiments
     act ablate --seeds 0 1 2 --jobs 3             the same, three experiments at a time (dvc queue)
     act ui                                       Prefect server + MLflow UI on 127.0.0.1
@@ -112,18 +112,53 @@ def show(root: str, metrics_file: str, *, every: bool = False) -> int:
     return 0
 
 
+def prefect_logging_env() -> None:
+    """Before prefect is imported: flow and task run logs (each stage's `dvc repro` output) at
+    INFO reach the Prefect API and its UI, while Prefect prints nothing on the terminal but
+    critical errors (`act run` prints its own line per stage, and a failure's message once,
+    without Prefect's traceback of it). Any of these set in the environment wins."""
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def run(root: str, args: argparse.Namespace) -> int:
+    """`act run`: the pipeline flow on the Prefect server `flows.servers.prefect_server_for_run`
+    picks (PREFECT_API_URL, else the project's `act ui`, else one started for the run)."""
+    import signal
+    import threading
+
+    from flows.servers import prefect_server_for_run
+
+    def stop(signum, frame):  # SIGTERM unwinds like Ctrl-C: a server started for the run stops too
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+    prefect_logging_env()
+    with prefect_server_for_run(root) as where:
+        print(where, flush=True)
+        from flows.pipeline import pipeline
+
+        try:
+            result = pipeline(root=root, params_file=args.params, targets=args.targets, force=args.force)
+        except Exception as e:  # a stage failed (its message holds the tail of its output) or a bad target
+            print(f"act run failed: {e or type(e).__name__}", file=sys.stderr)
+            return 1
+    states = [r["state"] for r in result["stages"]]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in ("ran", "skipped", "restored") if s in states)
+    print(f"{len(states)} stages ({counts}) in {sum(r['seconds'] for r in result['stages']):.1f}s")
+    if result["parent_run_id"]:
+        print(f"MLflow parent run: {result['parent_run_id']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     root = os.path.abspath(args.root)
     if args.verb == "run":
-        from flows.pipeline import pipeline
-
-        result = pipeline(root=root, params_file=args.params, targets=args.targets, force=args.force)
-        for r in result["stages"]:
-            print(f"{r['stage']:<24} {r['state']:<9} {r['seconds']:>8.1f}s")
-        if result["parent_run_id"]:
-            print(f"MLflow parent run: {result['parent_run_id']}")
-        return 0
+        return run(root, args)
     if args.verb == "ablate":
         from flows.ablations import ablations
 
@@ -141,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_ui(root=root, host=args.host, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
     if args.verb == "serve":
         from flows.servers import serve_pipeline
+
+        prefect_logging_env()
 
         serve_pipeline(root=root, name=args.name, cron=args.cron, targets=args.targets)
         return 0

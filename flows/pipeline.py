@@ -124,20 +124,27 @@ def _command_env(extra: dict[str, str]) -> dict[str, str]:
 
 @task(task_run_name="{stage}")
 def repro_stage(stage: str, root: str, env: dict[str, str], force: bool = False) -> dict[str, Any]:
-    """`dvc repro --single-item <stage>`: upstream stages already ran in DAG order."""
+    """`dvc repro --single-item <stage>`: upstream stages already ran in DAG order. Every line it
+    prints goes to this task's run logger (the task's logs in the Prefect UI). DVC and the stage
+    run in a process group of their own: when this process is stopped (SIGTERM, Ctrl-C) the group
+    gets SIGTERM, so the stage's MLflow run ends KILLED rather than running on unseen."""
     logger = get_run_logger()
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=root, env=_command_env(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
     lines: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        lines.append(line)
-        if line:
-            logger.info(line)
-    rc = proc.wait()
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            lines.append(line)
+            if line:
+                logger.info(line)
+        rc = proc.wait()
+    except BaseException:
+        _terminate_group(proc)
+        raise
     seconds = round(time.time() - t0, 2)
     if rc != 0:
         tail = "\n".join(lines[-40:])
@@ -146,6 +153,26 @@ def repro_stage(stage: str, root: str, env: dict[str, str], force: bool = False)
     restored = any("Restored stage" in ln for ln in lines)
     state = "restored" if restored else ("skipped" if skipped else "ran")
     return {"stage": stage, "state": state, "seconds": seconds}
+
+
+def _terminate_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM the stage's process group (DVC and the stage: its MLflow run ends KILLED) and wait
+    until every process of it is gone, then SIGKILL whatever is left."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            proc.poll()  # reap DVC itself; the stage, once orphaned, is reaped by init
+            try:
+                os.killpg(proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.2)
 
 
 def read_metrics(root: str | Path, stages: Sequence[DagStage]) -> dict[str, Any]:
@@ -164,28 +191,79 @@ def read_metrics(root: str | Path, stages: Sequence[DagStage]) -> dict[str, Any]
     return out
 
 
-def headline(metrics: dict[str, Any], limit: int = 12) -> list[dict[str, Any]]:
-    """Rows (stage, metric, value) of the top-level numbers each stage reported."""
-    from act.tracking import flatten
+TRAINING_FIGURES: dict[str, tuple[str, ...]] = {
+    "sft": ("steps", "train_loss", "loss_first", "loss_last"),
+    "train": ("steps", "pairs", "train_loss", "final/rewards/margins", "final/rewards/accuracies",
+              "probe/start/rewards/margins", "probe/end/rewards/margins", "probe/end/rewards/accuracies",
+              "sampling_rounds"),
+}
+"""The key figures of the training stages shown in the run's artifact (those a stage reported)."""
+
+
+TRAINING_FIGURES: dict[str, tuple[str, ...]] = {
+    "sft": ("steps", "train_loss", "loss_first", "loss_last"),
+    "train": ("steps", "pairs", "train_loss", "final/rewards/margins", "final/rewards/accuracies",
+              "probe/start/rewards/margins", "probe/end/rewards/margins", "probe/end/rewards/accuracies",
+              "sampling_rounds"),
+}
+"""The key figures of the training stages shown in the run's artifact (those a stage reported)."""
+
+
+def headline(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per policy of the evaluate stage's metrics: the headline metrics
+    (`act.metrics.summary.HEADLINE`, by their titles) and the number of eval turns."""
+    from act.metrics.summary import HEADLINE
 
     rows = []
-    for stage, m in metrics.items():
-        numbers = [(k, v) for k, v in flatten(m).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        for k, v in numbers[:limit]:
-            rows.append({"stage": stage, "metric": k, "value": round(float(v), 4)})
+    for policy, levels in (metrics.get("evaluate") or {}).items():
+        if not isinstance(levels, dict):
+            continue
+        row: dict[str, Any] = {"policy": policy}
+        for level, key, title in HEADLINE:
+            value = levels.get(level, {}).get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[title] = round(float(value), 4)
+        n = levels.get("trajectory", {}).get("n")
+        if isinstance(n, (int, float)):
+            row["n"] = int(n)
+        rows.append(row)
     return rows
 
 
-def _markdown(results: list[dict[str, Any]], rows: list[dict[str, Any]], parent: str | None) -> str:
+def training_figures(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows (stage, figure, value) of `TRAINING_FIGURES` that the training stages reported."""
+    rows = []
+    for stage, keys in TRAINING_FIGURES.items():
+        for key in keys:
+            value = (metrics.get(stage) or {}).get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.append({"stage": stage, "figure": key, "value": round(float(value), 4)})
+    return rows
+
+
+def _markdown(results: list[dict[str, Any]], metrics: dict[str, Any], parent: str | None) -> str:
     lines = ["# ACT pipeline run", ""]
     if parent:
         lines += [f"MLflow parent run: `{parent}`", ""]
-    lines += ["| stage | state | seconds |", "|---|---|---|"]
+    lines += ["| stage | state | seconds |", "|---|---|---:|"]
     lines += [f"| {r['stage']} | {r['state']} | {r['seconds']} |" for r in results]
-    lines += ["", "| stage | metric | value |", "|---|---|---|"]
-    lines += [f"| {r['stage']} | {r['metric']} | {r['value']} |" for r in rows]
+    if metrics.get("evaluate"):
+        from flows.cli import headline_table
+
+        lines += ["", "## Headline metrics per policy (evaluate)", "", headline_table(metrics["evaluate"])]
+    figures = training_figures(metrics)
+    if figures:
+        lines += ["", "## Training", "", "| stage | figure | value |", "|---|---|---:|"]
+        lines += [f"| {r['stage']} | {r['figure']} | {r['value']} |" for r in figures]
     return "\n".join(lines) + "\n"
+
+
+def _say(logger, line: str) -> None:
+    """A progress line on the terminal of `act run` (stdout, not through `print`, which the flow
+    sends to its logs) and in the flow run's logs."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    logger.info(line)
 
 
 @flow(name="act-pipeline", log_prints=True)
@@ -203,6 +281,13 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     params = load_params(root_path / params_file)
     stages = dag(root_path, targets)
     logger.info("DAG: %s", " -> ".join(s.name for s in stages))
+    try:
+        from prefect.runtime import flow_run as current
+
+        if current.ui_url:
+            _say(logger, f"flow run: {current.ui_url}")
+    except Exception:  # no UI address known (e.g. an unusual server setup): nothing to show
+        pass
 
     env = {"MLFLOW_TRACKING_URI": tracking_uri(root_path),
            "ACT_METHOD": method or os.environ.get("ACT_METHOD") or "act",
@@ -227,7 +312,14 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
                     options.update(retries=params.tracking.retries,
                                    retry_delay_seconds=params.tracking.retry_delay_s,
                                    timeout_seconds=params.tracking.timeout_s)
-                results.append(repro_stage.with_options(**options)(st.name, str(root_path), env, force))
+                t0 = time.time()
+                try:
+                    results.append(repro_stage.with_options(**options)(st.name, str(root_path), env, force))
+                except Exception:
+                    _say(logger, f"{st.name:<24} {'failed':<9} {time.time() - t0:>8.1f}s  (its logs: the task run)")
+                    raise
+                r = results[-1]
+                _say(logger, f"{r['stage']:<24} {r['state']:<9} {r['seconds']:>8.1f}s  [{len(results)}/{len(stages)}]")
                 if parent.run_id and results[-1]["state"] == "ran":
                     parent.tag_from_lock(root_path / "dvc.lock", st.name)
         finally:
@@ -237,10 +329,11 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
             parent.log_metrics({**metrics, "seconds": {r["stage"]: r["seconds"] for r in results}})
             parent.log_dict({"stages": results, "metrics": metrics}, "pipeline.json")
     rows = headline(metrics)
-    create_markdown_artifact(key="act-pipeline", markdown=_markdown(results, rows, parent.run_id),
-                             description="ACT pipeline: stage states, timings, headline metrics")
+    create_markdown_artifact(key="act-pipeline", markdown=_markdown(results, metrics, parent.run_id),
+                             description="ACT pipeline: stage states, timings, headline metrics per policy, training figures")
     if rows:
-        create_table_artifact(key="act-pipeline-metrics", table=rows, description="Headline metrics per stage")
+        create_table_artifact(key="act-pipeline-metrics", table=rows,
+                              description="Headline metrics per policy (metrics/evaluate.json)")
     return {"stages": results, "parent_run_id": parent.run_id, "metrics": flatten(metrics)}
 
 

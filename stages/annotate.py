@@ -114,6 +114,7 @@ def run(params: Params, *, dataset: str, inp: str | Path, out: str | Path, metri
 
 
 def main(argv: list[str] | None = None) -> None:
+    from act.progress import quiet_libraries
     from stages.common import load, parser, setup_logging
 
     p = parser("annotate", __doc__)
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
+    quiet_libraries()  # no "Saving the dataset" bar off a terminal (act.progress)
     run(load(args), dataset=args.dataset, inp=args.inp, out=args.out, metrics_path=args.metrics)
 
 

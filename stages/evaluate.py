@@ -126,6 +126,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
                     records, policy, classifier, simulator, max_turns=ev.max_turns,
                     tolerance=params.simulate.tolerance, db_dir=databases, sql_timeout_s=ev.sql_timeout_s,
                     similarity=similarity, coqa_averaging=ev.coqa_averaging,
+                    progress_desc=f"evaluate {name} seed {seed}",
                 )
                 for k, v in getattr(policy, "prompt_stats", {}).items():  # prompts fitted to the budget, over seeds
                     prompts[k] = prompts.get(k, 0) + v

@@ -124,6 +124,7 @@ def run(params: Params, *, dataset: str, raw: str | Path | None, out: str | Path
 
 
 def main(argv: list[str] | None = None) -> None:
+    from act.progress import quiet_libraries
     from stages.common import load, parser, setup_logging
 
     p = parser("ingest", __doc__)
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
+    quiet_libraries()  # no "Saving the dataset" bar off a terminal (act.progress)
     run(load(args), dataset=args.dataset, raw=args.raw, out=args.out, metrics_path=args.metrics)
 
 

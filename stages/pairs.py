@@ -101,6 +101,7 @@ def run(params: Params, *, dataset: str, inp: str | Path, out: str | Path, sampl
 
 
 def main(argv: list[str] | None = None) -> None:
+    from act.progress import quiet_libraries
     from stages.common import load, parser, setup_logging
 
     p = parser("pairs", __doc__)
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON path")
     args = p.parse_args(argv)
     setup_logging()
+    quiet_libraries()  # no "Saving the dataset" bar off a terminal (act.progress)
     run(load(args), dataset=args.dataset, inp=args.inp, out=args.out, sample=args.sample, metrics_path=args.metrics)
 
 

@@ -26,21 +26,26 @@ Similarity = Callable[[Sequence[str], Sequence[str]], list[float]]
 def evaluate_policy(records: Sequence[TurnRecord], policy: Policy, classifier: ActionClassifier,
                     simulator: UserSimulator, *, max_turns: int, tolerance: float,
                     db_dir: str | Path | None = None, sql_timeout_s: float = 5.0,
-                    similarity: Similarity | None = None, coqa_averaging: str = "max") -> list[dict[str, Any]]:
-    """Rows (one per record, in order) for one policy and one sampling seed."""
+                    similarity: Similarity | None = None, coqa_averaging: str = "max",
+                    progress_desc: str = "evaluate") -> list[dict[str, Any]]:
+    """Rows (one per record, in order) for one policy and one sampling seed. Progress (a bar on a
+    terminal, else a line now and then; `act.progress`) counts the conversations scored."""
+    from act.progress import progress
     from act.simulate import rollout
 
     details: dict[str, TaskScore] = {}
-
-    def scorer(record: TurnRecord, branch: Branch, answer: str) -> float:
-        detail = score_detail(record.dataset, answer, branch, record.meta, db_dir=db_dir, timeout_s=sql_timeout_s,
-                              coqa_averaging=coqa_averaging)
-        details[record.id] = detail
-        return detail.score
-
     records = [r for r in records if r.gold_action is not None]
-    trajectories = rollout(records, policy, classifier, simulator, scorer,
-                           max_clarify_turns=max_turns, tolerance=tolerance)
+
+    with progress(len(records), progress_desc, unit="record") as bar:
+        def scorer(record: TurnRecord, branch: Branch, answer: str) -> float:
+            detail = score_detail(record.dataset, answer, branch, record.meta, db_dir=db_dir, timeout_s=sql_timeout_s,
+                                  coqa_averaging=coqa_averaging)
+            details[record.id] = detail
+            bar.update(1)
+            return detail.score
+
+        trajectories = rollout(records, policy, classifier, simulator, scorer,
+                               max_clarify_turns=max_turns, tolerance=tolerance)
     sims = [None] * len(records)
     if similarity is not None and records:
         sims = similarity([t.first_response for t in trajectories], [r.gold_response for r in records])

@@ -14,6 +14,8 @@ import math
 import time
 from typing import Iterable, Sequence
 
+from act.progress import progress
+
 log = logging.getLogger(__name__)
 
 END = "<|end|>"
@@ -105,18 +107,18 @@ def pretrain(model, tokenizer, texts: Sequence[str], *, block_size: int, batch_s
         opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.1, 1 - s / steps))
     model.train()
     start, first, last = time.perf_counter(), None, None
-    for step in range(steps):
-        batch = data[torch.randint(0, n_blocks, (batch_size,), generator=gen)]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        last = loss.item()
-        first = last if first is None else first
-        if step % 50 == 0:
-            log.info("pretrain step %d/%d loss %.3f", step, steps, last)
+    with progress(steps, "pretrain", unit="step", logger=log) as bar:  # a bar on a terminal, else a line per 10 %
+        for _ in range(steps):
+            batch = data[torch.randint(0, n_blocks, (batch_size,), generator=gen)]
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            last = loss.item()
+            first = last if first is None else first
+            bar.update(1, loss=f"{last:.3f}")
     seconds = time.perf_counter() - start
     model.eval()
     tokens = steps * batch_size * block_size
