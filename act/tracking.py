@@ -412,7 +412,8 @@ def _run_lifetime(client, run_id: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
+def scoped_env(**values: str) -> Iterator[None]:
+    """Set environment variables for the block, then restore (or remove) each one."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -459,7 +460,7 @@ def stage_run(stage: str, params: Params, section: Any, tags: dict[str, str] | N
     tracked.log_params({"seed": params.seed, "dataset": params.dataset,
                         **{f"{stage}.{k}": v for k, v in flatten(section).items()}})
     with _run_lifetime(client, run.info.run_id):
-        with _env(MLFLOW_TRACKING_URI=uri, MLFLOW_RUN_ID=run.info.run_id):
+        with scoped_env(MLFLOW_TRACKING_URI=uri, MLFLOW_RUN_ID=run.info.run_id):
             yield tracked
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from act.tracking import scoped_env
+
 STATE_FILE = Path(".prefect") / "act-ui.json"
 """Relative to the project: where `act ui` says which servers it runs."""
 
@@ -237,7 +239,7 @@ def prefect_server_for_run(root: str | Path = ".", timeout: float | None = None)
         return
     state = read_state(root)
     if state:
-        with _env(PREFECT_API_URL=state["prefect_api"]):
+        with scoped_env(PREFECT_API_URL=state["prefect_api"]):
             yield f"Prefect UI: {state['prefect_url']} (act ui, pid {state['pid']})"
         return
     timeout = timeout if timeout is not None else float(os.environ.get("ACT_PREFECT_STARTUP_S", "180"))
@@ -255,7 +257,7 @@ def prefect_server_for_run(root: str | Path = ".", timeout: float | None = None)
             raise SystemExit(f"{e} (log: {logs / 'prefect-run-server.log'}); start `act ui` in another "
                              f"shell of this project and rerun `act run`") from None
         # the flow run's link names where `act ui` (default port) will show it; this server ends with the run
-        with _env(PREFECT_API_URL=f"http://{host}:{port}/api",
+        with scoped_env(PREFECT_API_URL=f"http://{host}:{port}/api",
                   PREFECT_UI_URL=os.environ.get("PREFECT_UI_URL", "http://127.0.0.1:4200")):
             try:
                 yield ("no `act ui` running: this run goes to a Prefect server of its own, on the project's "
@@ -273,20 +275,6 @@ def _drain_prefect_logs() -> None:
 
         with contextlib.suppress(Exception):
             APILogWorker.drain_all(timeout=10)
-
-
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def serve_pipeline(root: str | Path = ".", name: str = "act-pipeline", cron: str = "0 3 * * *",
