@@ -12,7 +12,10 @@ and the flow waits for the queue to drain (`run_queue`). Queue workers share one
 each experiment's MLflow runs get their method tag afterwards, found by their `dvc.exp` tag. Finished experiments are found again by name and not rerun (the sweep
 resumes after an interruption). Methods that share every switch share one experiment ("sft" is
 the sft policy's figures in the ACT experiment's metrics). Writes `<out>/ablations.md`, `.csv`
-and `.png` (mean and std per method and metric) and logs them to a summary MLflow run.
+and `.png` (mean and std per method and metric), `ablations_seeds.csv` (every seed's value) and
+`ablations_paired.csv` (ACT minus each other method per seed, with a paired t test), each
+experiment's metrics files under `<out>/runs/<method>-s<seed>/` (with the relabel counts of the
+on-policy runs in the markdown), and logs the reports to a summary MLflow run.
 """
 
 from __future__ import annotations
@@ -250,6 +253,100 @@ def headline(table: list[dict[str, Any]]) -> list[str]:
     return shown or metrics
 
 
+PAIRED_KEYS = ("action.macro_f1", "action.clarify_f1", "turn.answer_score", "trajectory.score",
+               "trajectory.success_rate")
+"""The metrics whose paired ACT - method differences the markdown shows (the CSV has every headline)."""
+
+
+def paired(rows: list[dict[str, Any]], methods: Sequence[str], reference: str = "act") -> list[dict[str, Any]]:
+    """ACT (`reference`) minus each other method, per seed, on the seeds both have: the mean
+    difference, its std, Student's t and two-sided p (`act.metrics.summary.paired_difference`), per
+    headline metric. Seeds share data and split, so pairing removes the seed-to-seed spread."""
+    from act.metrics.summary import paired_difference
+
+    value = {(r["method"], r["metric"], r["seed"]): r["value"] for r in rows}
+    metrics = headline([{"metric": r["metric"]} for r in rows])
+    out = []
+    for other in methods:
+        if other == reference or reference not in methods:
+            continue
+        for metric in metrics:
+            seeds = sorted({s for (m, k, s) in value if m == reference and k == metric}
+                           & {s for (m, k, s) in value if m == other and k == metric})
+            if not seeds:
+                continue
+            d = paired_difference([value[(reference, metric, s)] for s in seeds],
+                                  [value[(other, metric, s)] for s in seeds])
+            out.append({"reference": reference, "method": other, "metric": metric, "seeds": seeds, **d})
+    return out
+
+
+RUN_FILES = ("metrics/evaluate.json", "metrics/train.json", "metrics/sft.json")
+"""The metrics files of each experiment the sweep copies to `<out>/runs/<method>-s<seed>/`."""
+
+def save_runs(root: Path, plan: dict[str, dict[str, Any]], baseline: str, out_dir: Path,
+              files: Sequence[str] = RUN_FILES) -> list[dict[str, Any]]:
+    """Copy each finished experiment's metrics `files` (where it has them) into
+    `out_dir/runs/<method>-s<seed>/` and return the on-policy experiments' relabel counts, one row
+    per (method, seed): how often each relabel branch of ACT's Phase 2 fired."""
+    import json
+
+    from act.io import atomic_file
+    from act.simulate import OUTCOMES
+
+    relabels = []
+    refs = _existing_exps(root, baseline)
+    for name, entry in plan.items():
+        if name not in refs:
+            continue
+        method = next((m for m in entry["methods"] if m != "sft"), entry["methods"][0])
+        run_dir = out_dir / "runs" / f"{method}-s{entry['seed']}"
+        train: dict[str, Any] = {}
+        for path in dict.fromkeys(files):
+            proc = subprocess.run(["git", "show", f"{refs[name]}:{path}"], cwd=root, capture_output=True, text=True)
+            if proc.returncode != 0:
+                continue
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_file(run_dir / Path(path).name) as fh:
+                fh.write(proc.stdout)
+            if path.endswith("train.json"):
+                train = json.loads(proc.stdout)
+        if train.get("on_policy_sampling"):
+            relabels.append({"method": method, "seed": entry["seed"], "steps": train.get("steps"),
+                             **{o: train.get(f"relabel/{o}", 0) for o in OUTCOMES}})
+    return sorted(relabels, key=lambda r: (r["method"], r["seed"]))
+
+
+def relabel_markdown(relabels: list[dict[str, Any]]) -> str:
+    from act.simulate import OUTCOMES
+
+    if not relabels:
+        return ""
+    lines = ["", "Relabel outcomes of the on-policy runs (pairs whose side the policy's own sample replaced, "
+             "by branch; `metrics/train.json`):", "",
+             "| method | seed | " + " | ".join(OUTCOMES) + " | training steps |",
+             "|---|---:|" + "---:|" * (len(OUTCOMES) + 1)]
+    for r in relabels:
+        lines.append(f"| {r['method']} | {r['seed']} | " + " | ".join(str(int(r[o])) for o in OUTCOMES)
+                     + f" | {r['steps']} |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_markdown(comparisons: list[dict[str, Any]]) -> str:
+    shown = [c for c in comparisons if c["metric"] in PAIRED_KEYS]
+    if not shown:
+        return ""
+    lines = ["", "Paired differences (same seeds; Student's t with n - 1 df, two-sided p; "
+             "\"–\": the differences do not vary or there is one seed):", "",
+             "| difference | metric | per seed | mean | t | p |", "|---|---|---|---:|---:|---:|"]
+    for c in shown:
+        per_seed = ", ".join(f"{d:+.3f}" for d in c["diffs"])
+        t = "–" if c["t"] is None else f"{c['t']:.2f}"
+        p = "–" if c["p"] is None else f"{c['p']:.3f}"
+        lines.append(f"| {c['reference']} − {c['method']} | {c['metric']} | {per_seed} | {c['mean']:+.3f} | {t} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(table: list[dict[str, Any]], methods: Sequence[str], seconds: float) -> str:
     metrics = headline(table)
     cell = {(r["method"], r["metric"]): f"{r['mean']:.3f} ± {r['std']:.3f}" for r in table}
@@ -261,10 +358,25 @@ def to_markdown(table: list[dict[str, Any]], methods: Sequence[str], seconds: fl
     return "\n".join(lines) + "\n"
 
 
-def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, methods: Sequence[str]) -> list[Path]:
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
     import csv
     import io
 
+    from act.io import atomic_file
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_file(path) as fh:
+        fh.write(buf.getvalue())
+
+
+def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, methods: Sequence[str],
+                  rows: list[dict[str, Any]] | None = None,
+                  comparisons: list[dict[str, Any]] | None = None) -> list[Path]:
+    """ablations.md (table + paired differences), ablations.csv (mean/std), ablations.png, and
+    with `rows` ablations_seeds.csv (every method x seed x metric value) and ablations_paired.csv."""
     from act.io import atomic_file
     from act.report import plot_ablations
 
@@ -272,14 +384,18 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     md, csv_path, png = out_dir / "ablations.md", out_dir / "ablations.csv", out_dir / "ablations.png"
     with atomic_file(md) as fh:
         fh.write("# Ablations\n\n" + markdown)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["method", "metric", "mean", "std", "n"])
-    writer.writeheader()
-    writer.writerows(table)
-    with atomic_file(csv_path) as fh:
-        fh.write(buf.getvalue())
+    _write_csv(csv_path, ["method", "metric", "mean", "std", "n"], table)
     plot_ablations(table, methods, png)
-    return [md, csv_path, png]
+    files = [md, csv_path, png]
+    if rows:
+        files.append(out_dir / "ablations_seeds.csv")
+        _write_csv(files[-1], ["method", "seed", "metric", "value"], rows)
+    if comparisons:
+        files.append(out_dir / "ablations_paired.csv")
+        _write_csv(files[-1], ["reference", "method", "metric", "seeds", "diffs", "mean", "std", "n", "t", "p"],
+                   [{**c, "seeds": " ".join(map(str, c["seeds"])), "diffs": " ".join(f"{d:.6g}" for d in c["diffs"])}
+                    for c in comparisons])
+    return files
 
 
 @flow(name="act-ablations", log_prints=True)
@@ -345,12 +461,17 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
                                                                    rerun, metrics_file, baseline))
         finally:
             table = summarize(rows)
+            comparisons = paired(rows, methods)
+            relabels = (save_runs(root_path, plan, baseline, root_path / out_dir, (metrics_file, *RUN_FILES))
+                        if table else [])
             seconds = time.time() - t0
-            markdown = to_markdown(table, methods, seconds)
-            files = write_reports(root_path / out_dir, table, markdown, methods) if table else []
+            markdown = to_markdown(table, methods, seconds) + paired_markdown(comparisons) + relabel_markdown(relabels)
+            files = write_reports(root_path / out_dir, table, markdown, methods, rows, comparisons) if table else []
             summary.log_params({"methods": ",".join(methods), "seeds": ",".join(map(str, seeds)),
                                 "metrics_file": metrics_file})
             summary.log_metrics({f"{r['method']}.{r['metric']}.{s}": r[s] for r in table for s in ("mean", "std")})
+            summary.log_metrics({f"paired.{c['reference']}-{c['method']}.{c['metric']}.{s}": c[s]
+                                 for c in comparisons for s in ("mean", "t", "p") if c[s] is not None})
             summary.log_dict({"experiments": runs, "rows": rows}, "ablations.json")
             for f in files:
                 summary.log_artifact(f)
@@ -359,5 +480,5 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     if table:
         create_table_artifact(key="act-ablations-table", table=[{**r, "mean": round(r["mean"], 4), "std": round(r["std"], 4)}
                                                                 for r in table])
-    return {"table": table, "markdown": markdown, "experiments": runs, "summary_run_id": summary.run_id,
-            "seconds": round(seconds, 1)}
+    return {"table": table, "paired": comparisons, "markdown": markdown, "experiments": runs,
+            "summary_run_id": summary.run_id, "seconds": round(seconds, 1)}

@@ -6,6 +6,7 @@ The project here is built in tmp with two stages whose command is a short script
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -202,15 +203,21 @@ def test_ablation_flow_compares_methods_over_seeds_and_resumes(project, prefect_
     assert cell[("act", "seed")]["mean"] == 0.5 and cell[("act", "seed")]["std"] == pytest.approx(0.7071, abs=1e-3)
     assert cell[("act", "random")]["mean"] == 0.0 and cell[("act_random_actions", "random")]["mean"] == 1.0
     assert cell[("act", "chars")]["n"] == 2
-    for name in ("ablations.md", "ablations.csv", "ablations.png"):
+    for name in ("ablations.md", "ablations.csv", "ablations.png", "ablations_seeds.csv", "ablations_paired.csv"):
         assert (project / "reports" / name).stat().st_size > 0
     assert "| act_random_actions |" in (project / "reports" / "ablations.md").read_text()
+    # each experiment's metrics file, as it committed it, under runs/<method>-s<seed>/
+    assert json.loads((project / "reports" / "runs" / "act_random_actions-s1" / "join.json").read_text())["random"] == 1
+    assert sorted(p.name for p in (project / "reports" / "runs").iterdir()) == [
+        "act-s0", "act-s1", "act_random_actions-s0", "act_random_actions-s1"]
     # experiments ran in scratch copies: the workspace is as committed
     assert "params.yaml" not in _sh(["git", "status", "--porcelain"], project)
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     summary = client.get_run(out["summary_run_id"])
     assert summary.data.metrics["act_random_actions.random.mean"] == 1.0
+    assert summary.data.metrics["paired.act-act_random_actions.random.mean"] == -1.0  # ACT - method, per seed
+    assert "paired.act-act_random_actions.random.t" not in summary.data.metrics  # no spread: no t test
     assert {a.path for a in client.list_artifacts(summary.info.run_id)} >= {"ablations.md", "ablations.csv", "ablations.png"}
     exp = client.get_experiment_by_name("tiny")
     stage_runs = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary.info.run_id}'")

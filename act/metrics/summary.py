@@ -57,6 +57,24 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Paired comparison of two methods run on the same seeds: `a - b` per seed, their mean and
+    sample std, Student's t = mean / (std / sqrt(n)) with n - 1 degrees of freedom and its two-sided
+    p. With fewer than 2 seeds, or differences that do not vary, t and p are None (no test)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_difference needs two equally long, non-empty lists; got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, std = mean_std(diffs)
+    out: dict[str, Any] = {"diffs": diffs, "mean": mean, "std": std, "n": len(diffs), "df": len(diffs) - 1,
+                           "t": None, "p": None}
+    if len(diffs) >= 2 and std > 1e-12:
+        from scipy.stats import t as student_t  # scipy comes with mlflow
+
+        out["t"] = mean / (std / math.sqrt(len(diffs)))
+        out["p"] = float(2 * student_t.sf(abs(out["t"]), len(diffs) - 1))
+    return out
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
