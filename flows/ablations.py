@@ -81,20 +81,32 @@ def _existing_exps(root: Path, head: str) -> dict[str, str]:
     """Experiment name -> git ref, for experiments whose baseline is commit `head`.
 
     The sweep pins `head` when it starts: a commit made while it runs must not orphan the
-    experiments it already finished."""
+    experiments it already finished (`find_exp_ref` also looks under the new HEAD)."""
     out = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=root,
                          capture_output=True, text=True).stdout
     # refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
     return {ref.rsplit("/", 1)[-1]: ref for ref in out.split() if head and f"/{head[:2]}/{head[2:]}/" in ref}
 
 
+def find_exp_ref(root: Path, name: str, baseline: str) -> str | None:
+    """The git ref of experiment `name`: under the sweep's pinned `baseline`, else under the
+    current HEAD. `dvc exp run` bases an experiment on HEAD as it starts, so one started after a
+    commit made while the sweep runs lands under that commit."""
+    for base in dict.fromkeys((baseline, head_commit(root))):
+        ref = _existing_exps(root, base).get(name)
+        if ref is not None:
+            return ref
+    return None
+
+
 def read_exp_metrics(root: Path, name: str, metrics_file: str, baseline: str) -> dict[str, Any]:
     """The metrics file as the experiment committed it (DVC metrics are git-tracked)."""
     import json
 
-    ref = _existing_exps(root, baseline).get(name)
+    ref = find_exp_ref(root, name, baseline)
     if ref is None:
-        raise RuntimeError(f"experiment {name} finished but no git ref for it exists")
+        raise RuntimeError(f"experiment {name} finished but no git ref for it exists under the sweep's "
+                           f"baseline {baseline[:7]} or HEAD {head_commit(root)[:7]}")
     proc = subprocess.run(["git", "show", f"{ref}:{metrics_file}"], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"experiment {name} has no {metrics_file}: {proc.stderr.strip()}")
@@ -129,7 +141,11 @@ def run_experiment(name: str, root: str, overrides: dict[str, Any], env: dict[st
     logger = get_run_logger()
     t0 = time.time()
     state = "reused"
-    if rerun or name not in _existing_exps(Path(root), baseline):
+    head = head_commit(Path(root))
+    if head != baseline:
+        logger.warning("HEAD moved from %s to %s while the sweep runs: %s runs on %s's code", baseline[:7],
+                       head[:7], name, head[:7])
+    if rerun or find_exp_ref(Path(root), name, baseline) is None:
         cmd = exp_run_cmd(Path(root), name, overrides, rerun=rerun)
         logger.info(" ".join(cmd[2:]))
         proc = subprocess.run(cmd, cwd=root, env=_dvc_env(env), capture_output=True, text=True)
@@ -295,15 +311,15 @@ def save_runs(root: Path, plan: dict[str, dict[str, Any]], baseline: str, out_di
     from act.simulate import OUTCOMES
 
     relabels = []
-    refs = _existing_exps(root, baseline)
     for name, entry in plan.items():
-        if name not in refs:
+        ref = find_exp_ref(root, name, baseline)
+        if ref is None:
             continue
         method = next((m for m in entry["methods"] if m != "sft"), entry["methods"][0])
         run_dir = out_dir / "runs" / f"{method}-s{entry['seed']}"
         train: dict[str, Any] = {}
         for path in dict.fromkeys(files):
-            proc = subprocess.run(["git", "show", f"{refs[name]}:{path}"], cwd=root, capture_output=True, text=True)
+            proc = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=root, capture_output=True, text=True)
             if proc.returncode != 0:
                 continue
             run_dir.mkdir(parents=True, exist_ok=True)

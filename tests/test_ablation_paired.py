@@ -59,3 +59,45 @@ def test_reports_carry_seed_values_and_paired_table(tmp_path):
     assert len(seeds) == 6 and {r["seed"] for r in seeds} == {"0", "1", "2"}
     (row,) = csv.DictReader((tmp_path / "ablations_paired.csv").open())
     assert row["seeds"] == "0 1 2" and float(row["t"]) == pytest.approx(1.8898, abs=1e-3)
+
+
+def test_experiment_started_after_a_mid_sweep_commit_is_found(tmp_path):
+    """`dvc exp run` bases an experiment on HEAD as it starts: after a commit made while the sweep
+    runs, the next experiment's ref lies under the new commit, not the sweep's pinned baseline."""
+    import json
+    import subprocess
+
+    from flows.ablations import find_exp_ref, head_commit, read_exp_metrics
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+
+    def commit_exp(name: str, value: float) -> str:
+        base = head_commit(tmp_path)
+        (tmp_path / "metrics").mkdir(exist_ok=True)
+        (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps({"act": {"action": {"macro_f1": value}}}))
+        git("add", "-A")
+        git("commit", "-qm", name)
+        sha = git("rev-parse", "HEAD")
+        git("reset", "-q", "--hard", base)  # an experiment commit is only a ref, HEAD stays
+        git("update-ref", f"refs/exps/{base[:2]}/{base[2:]}/{name}", sha)
+        return sha
+
+    (tmp_path / "README").write_text("v1")
+    git("add", "-A")
+    git("commit", "-qm", "v1")
+    pinned = head_commit(tmp_path)
+    commit_exp("abl-s0", 0.4)
+    (tmp_path / "README").write_text("v2")  # a commit while the sweep runs
+    git("commit", "-qam", "v2")
+    commit_exp("abl-s1", 0.6)
+
+    assert read_exp_metrics(tmp_path, "abl-s0", "metrics/evaluate.json", pinned)["metrics/evaluate.json"]["act"]["action"]["macro_f1"] == 0.4
+    assert read_exp_metrics(tmp_path, "abl-s1", "metrics/evaluate.json", pinned)["metrics/evaluate.json"]["act"]["action"]["macro_f1"] == 0.6
+    assert find_exp_ref(tmp_path, "abl-s2", pinned) is None
+    with pytest.raises(RuntimeError, match=r"abl-s2 .*baseline .*HEAD"):
+        read_exp_metrics(tmp_path, "abl-s2", "metrics/evaluate.json", pinned)
