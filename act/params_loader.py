@@ -13,6 +13,7 @@ YAML with a key given twice in one mapping is refused (`load_yaml`): the last on
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, Union
@@ -20,6 +21,10 @@ from typing import Any, Literal, Union
 from act.errors import ParamsError
 
 _MISSING = dataclasses.MISSING
+
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+"""A number in exponent form such as 2e-4 or 5E+3: YAML 1.2 and DVC read it as a float, PyYAML
+(YAML 1.1, which needs a dot: 2.0e-4) as a string; float fields accept it."""
 
 POSITIVE = frozenset({
     "learning_rate", "batch_size", "epochs", "gradient_accumulation_steps", "max_length", "max_new_tokens",
@@ -119,6 +124,8 @@ def convert(value: Any, tp: Any, key: str) -> Any:
             raise ParamsError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads 2e-4, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{key}: expected a number, got {value!r}")
         return float(value)

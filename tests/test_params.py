@@ -83,3 +83,12 @@ def test_dataset_choices_are_the_registry_benchmarks():
     from act.datasets import BENCHMARKS
 
     assert get_args(DatasetName) == BENCHMARKS
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    """PyYAML reads `2e-4` (no dot) as a string; YAML 1.2 and DVC read a float. Float fields take
+    it, in the file and as a -S override; a word is still refused, naming the key."""
+    params = load_params(_write(tmp_path, "train: {learning_rate: 2e-4}\n"), {"sft.learning_rate": "5E-5"})
+    assert params.train.learning_rate == pytest.approx(2e-4) and params.sft.learning_rate == pytest.approx(5e-5)
+    with pytest.raises(ParamsError, match=r"train\.beta: expected a number, got '1e'"):
+        load_params(_write(tmp_path, "train: {beta: 1e}\n"))
