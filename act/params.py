@@ -464,3 +464,25 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
         if isinstance(e, ParamsError):
             raise ParamsError(f"{p}: {e}") from None
         raise
+
+
+def load_profile(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A run profile (`profiles/<name>.yaml`): dotted params overrides, as `dvc exp run -S` takes
+    them. `extends: <name>` first takes the keys of `<name>.yaml` beside it; the file's own keys win."""
+    import yaml
+
+    from act.errors import ParamsError
+
+    p = Path(path).resolve()
+    if p in _seen:
+        raise ParamsError(f"{p}: profiles extend each other in a loop: {' -> '.join(s.name for s in (*_seen, p))}")
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{p}: expected a mapping of dotted params keys, got {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    parent = p.with_name(f"{base}.yaml")
+    if not parent.is_file():
+        raise ParamsError(f"{p}: extends: {base!r}, but {parent} does not exist")
+    return {**load_profile(parent, (*_seen, p)), **data}

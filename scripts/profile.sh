@@ -3,6 +3,8 @@
 #   bash scripts/profile.sh smollm2                    # one run (seed 0) on the profile's dataset
 #   bash scripts/profile.sh smollm2 ambigsql           # ... on another dataset
 #   SEEDS="0 1 2" bash scripts/profile.sh smollm2      # SFT vs off-policy DPO vs ACT over seeds (act ablate)
+#   METHODS="sft act" SEEDS=0 bash scripts/profile.sh smollm2-sql   # some methods only
+# A profile may extend another: `extends: smollm2` takes its keys, the file's own keys win.
 # Extra `dvc exp run` / `act ablate` arguments follow the dataset, e.g. `-- --rerun`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +16,9 @@ source scripts/env.sh
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
 export PATH="$PWD/.venv/bin:$PATH"
 mapfile -t sets < <(python - "$profile" "$dataset" <<'PY'
-import sys, yaml
-over = yaml.safe_load(open(sys.argv[1])) or {}
+import sys
+from act.params import load_profile  # `extends: <profile>` resolved there
+over = load_profile(sys.argv[1])
 if sys.argv[2]:
     over["dataset"] = sys.argv[2]
 for k, v in over.items():
@@ -23,13 +26,13 @@ for k, v in over.items():
 PY
 )
 args=(); for s in "${sets[@]}"; do args+=(-S "$s"); done
-model=$(python -c "import yaml,sys; print(yaml.safe_load(open('$profile')).get('base.model',''))")
+model=$(grep -E '^base\.model=' <(printf '%s\n' "${sets[@]}") | cut -d= -f2-)
 if python -c "import sys; from act.model.pretrained import NAMED_MODELS; sys.exit('$model' not in NAMED_MODELS)"; then
   python -m act.model.pretrained fetch "$model"
 fi
 if [ -n "${SEEDS:-}" ]; then
   name=$(basename "$profile" .yaml)-$(grep -E '^dataset=' <(printf '%s\n' "${sets[@]}") | cut -d= -f2)
-  act ablate --seeds $SEEDS --methods sft dpo_offpolicy act --out "reports/$name" "${args[@]}" "$@"
+  act ablate --seeds $SEEDS --methods ${METHODS:-sft dpo_offpolicy act} --out "reports/$name" "${args[@]}" "$@"
 else
   dvc exp run "${args[@]}" "$@"
 fi

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from act.devices import (
     attn_kwargs, check_optim, inference_device_map, one_process_one_gpu, precision_args, resolve_dtype,
@@ -141,7 +140,9 @@ def test_kbit_preparation_follows_gradient_checkpointing(tmp_path):
 
 @pytest.mark.parametrize("profile", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_profile_key_is_a_valid_param(profile):
-    overrides = yaml.safe_load(profile.read_text(encoding="utf-8"))
+    from act.params import load_profile
+
+    overrides = load_profile(profile)
     params = load_params(ROOT / "params.yaml", overrides=overrides)
     for dotted, value in overrides.items():
         node = params

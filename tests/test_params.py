@@ -92,3 +92,25 @@ def test_exponent_without_dot_is_a_number(tmp_path):
     assert params.train.learning_rate == pytest.approx(2e-4) and params.sft.learning_rate == pytest.approx(5e-5)
     with pytest.raises(ParamsError, match=r"train\.beta: expected a number, got '1e'"):
         load_params(_write(tmp_path, "train: {beta: 1e}\n"))
+
+
+def test_profile_extends_another(tmp_path):
+    from act.params import load_profile
+
+    (tmp_path / "a.yaml").write_text("dataset: abg_coqa\nsft.epochs: 2\ntrain.beta: 0.1\n")
+    (tmp_path / "b.yaml").write_text("extends: a\ndataset: ambigsql\nsft.epochs: 6\n")
+    assert load_profile(tmp_path / "b.yaml") == {"dataset": "ambigsql", "sft.epochs": 6, "train.beta": 0.1}
+    (tmp_path / "c.yaml").write_text("extends: d\n")
+    (tmp_path / "d.yaml").write_text("extends: c\n")
+    with pytest.raises(ParamsError, match=r"loop: c.yaml -> d.yaml -> c.yaml"):
+        load_profile(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(ParamsError, match=r"e.yaml: extends: 'nowhere', but .*nowhere.yaml does not exist"):
+        load_profile(tmp_path / "e.yaml")
+
+
+def test_shipped_sql_profile_is_smollm2_with_more_sft():
+    from act.params import load_profile
+
+    base, sql = load_profile(ROOT / "profiles" / "smollm2.yaml"), load_profile(ROOT / "profiles" / "smollm2-sql.yaml")
+    assert {k: v for k, v in sql.items() if base.get(k) != v} == {"dataset": "ambigsql", "sft.epochs": 6}
