@@ -88,15 +88,16 @@ def _existing_exps(root: Path, head: str) -> dict[str, str]:
     return {ref.rsplit("/", 1)[-1]: ref for ref in out.split() if head and f"/{head[:2]}/{head[2:]}/" in ref}
 
 
+def exp_refs(root: Path, baseline: str) -> dict[str, str]:
+    """Experiment name -> git ref: those under the sweep's pinned `baseline`, and under the current
+    HEAD those not found there. `dvc exp run` bases an experiment on HEAD as it starts, so one
+    started after a commit made while the sweep runs lands under that commit."""
+    head = head_commit(root)
+    return {**(_existing_exps(root, head) if head != baseline else {}), **_existing_exps(root, baseline)}
+
+
 def find_exp_ref(root: Path, name: str, baseline: str) -> str | None:
-    """The git ref of experiment `name`: under the sweep's pinned `baseline`, else under the
-    current HEAD. `dvc exp run` bases an experiment on HEAD as it starts, so one started after a
-    commit made while the sweep runs lands under that commit."""
-    for base in dict.fromkeys((baseline, head_commit(root))):
-        ref = _existing_exps(root, base).get(name)
-        if ref is not None:
-            return ref
-    return None
+    return exp_refs(root, baseline).get(name)
 
 
 def read_exp_metrics(root: Path, name: str, metrics_file: str, baseline: str) -> dict[str, Any]:
@@ -300,6 +301,7 @@ def paired(rows: list[dict[str, Any]], methods: Sequence[str], reference: str = 
 RUN_FILES = ("metrics/evaluate.json", "metrics/train.json", "metrics/sft.json")
 """The metrics files of each experiment the sweep copies to `<out>/runs/<method>-s<seed>/`."""
 
+
 def save_runs(root: Path, plan: dict[str, dict[str, Any]], baseline: str, out_dir: Path,
               files: Sequence[str] = RUN_FILES) -> list[dict[str, Any]]:
     """Copy each finished experiment's metrics `files` (where it has them) into
@@ -311,8 +313,9 @@ def save_runs(root: Path, plan: dict[str, dict[str, Any]], baseline: str, out_di
     from act.simulate import OUTCOMES
 
     relabels = []
+    refs = exp_refs(root, baseline)
     for name, entry in plan.items():
-        ref = find_exp_ref(root, name, baseline)
+        ref = refs.get(name)
         if ref is None:
             continue
         method = next((m for m in entry["methods"] if m != "sft"), entry["methods"][0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -75,10 +76,9 @@ def file_shot(page, path: Path, dest: Path, wait_for: str | None = None, height:
 
 
 def main() -> None:
-    from playwright.sync_api import sync_playwright
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"),
+                   help="Chromium executable (default: chromium on PATH)")
     p.add_argument("--mlflow", help="MLflow server URL (skip the MLflow shots when absent)")
     p.add_argument("--experiment", default="act")
     p.add_argument("--compare-stage", default="train", help="compare the two newest finished runs of this stage")
@@ -86,6 +86,8 @@ def main() -> None:
     p.add_argument("--report", type=Path, help="the HTML report")
     p.add_argument("--out", type=Path, default=Path("docs"))
     args = p.parse_args()
+    from playwright.sync_api import sync_playwright  # a docs tool, not a project dependency
+
     args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
