@@ -31,6 +31,11 @@ def ok_body(text="hello", usage=None) -> bytes:
     return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage}).encode()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a client that closes a kept-alive connection is no news
+
+
 class RawServer:
     """Plays `replies` in order (then `default`): each a (status, headers, body) triple; a body
     given as a list of byte chunks is sent without Content-Length, the connection closing after it."""
@@ -75,7 +80,7 @@ class RawServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client stopped reading (a refused reply)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
