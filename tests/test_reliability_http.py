@@ -283,3 +283,10 @@ def test_corrupt_cache_file_names_its_path_and_is_left_alone(tmp_path):
         CallCache.open(tmp_path / "cache")
     assert str(path) in str(err.value) and "move it aside" in str(err.value)
     assert path.read_bytes() == junk
+
+
+def test_cache_dir_with_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    CallCache.open("~/roles").close()
+    assert (tmp_path / "home" / "roles" / CallCache.FILE).exists() and not (tmp_path / "~").exists()

@@ -74,7 +74,7 @@ class CallCache:
 
     @classmethod
     def open(cls, cache_dir: str | Path) -> "CallCache":
-        return cls(Path(cache_dir) / cls.FILE)
+        return cls(Path(cache_dir).expanduser() / cls.FILE)  # "~/x" is the home folder, not ./~
 
     def get(self, key: str) -> Completion | None:
         with self._guard("cannot read"):
