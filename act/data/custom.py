@@ -60,7 +60,8 @@ def same_id(value: str) -> str:
 def _short(value: Any, n: int = 60) -> str:
     """`value` for an error message, never longer than about `n` characters."""
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= n else text[:n] + "..."
+    text = text if len(text) <= n else text[:n] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate stays printable
 
 
 # -- one line: bytes -> a checked JSON value ------------------------------------------------------
