@@ -181,3 +181,28 @@ def test_any_bytes_give_valid_records_or_errors_naming_file_and_line(tmp_path, l
         row = r.to_row()
         json.dumps(row, allow_nan=False, ensure_ascii=False).encode("utf-8")  # storable as is
         assert validate_row(row, file="rows", index=0) == r
+
+
+# ------------------------------------------------------------------ the ingest stage end to end
+def test_ingest_stage_names_the_line_and_skip_keeps_the_rest(tmp_path):
+    from act.params import load_params
+    from stages import ingest
+
+    root = Path(__file__).resolve().parents[1]
+    good = [json.dumps({**GOOD, "id": f"g{i}", "group": g, "meta": {"ambiguity_type": "none"}}).encode()
+            for i, g in enumerate(["doc-a", " doc-a", "doc-b", "doc-b\t"])]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b"\n".join([good[0], good[1], b'{"id": "bad\xff"}',
+                                   _with("meta.ambiguity_type", b'["x"]', {**GOOD, "id": "lst"}), good[2], good[3]]) + b"\n")
+
+    def run(**over):
+        params = load_params(root / "params.yaml", {"tracking.enabled": False, "ingest.custom.eval_fraction": 0.5, **over})
+        return ingest.run(params, dataset="custom", raw=corpus, out=tmp_path / "out", metrics_path=tmp_path / "m.json")
+
+    with pytest.raises(RecordError, match="not UTF-8") as err:
+        run()
+    assert err.value.file == str(corpus) and err.value.record == "line 3"
+    m = run(**{"ingest.on_error": "skip"})
+    assert m["skipped"] == 2 and m["records"] == 4
+    assert set(m["skipped_by_field"]) == {"record", "meta.ambiguity_type"}
+    assert sum(m["splits"][s]["groups"] for s in ("train", "eval")) == 2  # "doc-a" and " doc-a" are one group
