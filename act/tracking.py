@@ -481,3 +481,21 @@ def parent_run(params: Params, name: str, *, root: str | Path, tags: dict[str, s
                             tags={mlflow_key(k): redact(str(v)) for k, v in all_tags.items()})
     with _run_lifetime(client, run.info.run_id):
         yield MlflowRun(client, run.info.run_id, uri)
+
+
+def tag_methods(uri: str, experiment: str, plan: dict[str, dict[str, Any]]) -> int:
+    """Give the MLflow runs of each queued experiment (found by their `dvc.exp` tag) the method and
+    seed tags that a sequential sweep passes through the environment. Returns the runs tagged."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    n = 0
+    for name, entry in plan.items():
+        for run in client.search_runs([exp.experiment_id], filter_string=f"tags.`dvc.exp` = '{name}'", max_results=1000):
+            client.set_tag(run.info.run_id, "act.method", "+".join(entry["methods"]))
+            client.set_tag(run.info.run_id, "act.seed", str(entry["seed"]))
+            n += 1
+    return n
