@@ -19,6 +19,7 @@ import os
 import sys
 from typing import Sequence
 
+from act.tables import headline_table
 from flows.methods import METHODS
 
 
@@ -67,31 +68,6 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ev.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="param override, e.g. -S evaluate.limit=20")
     return p
-
-
-def headline_table(metrics: dict) -> str:
-    """`metrics/evaluate.json` ({policy: {level: {metric: value}}}) as a Markdown table of the
-    headline metrics (`act.metrics.summary.HEADLINE`) and the number of eval turns."""
-    from act.metrics.summary import HEADLINE
-
-    columns = [*HEADLINE, ("trajectory", "n", "n")]
-    rows = ["| Policy | " + " | ".join(title for _, _, title in columns) + " |",
-            "|---|" + "---:|" * len(columns)]
-    for policy, levels in metrics.items():
-        if not isinstance(levels, dict):
-            continue
-        cells = []
-        for level, key, _ in columns:
-            value = levels.get(level, {}).get(key)
-            std = levels.get(level, {}).get(f"{key}_std")
-            if value is None:
-                cells.append("-")
-            elif key == "n":
-                cells.append(str(int(value)))
-            else:
-                cells.append(f"{value:.3f}" + (f" ± {std:.3f}" if std else ""))
-        rows.append(f"| {policy} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
 
 
 def show(root: str, metrics_file: str, *, every: bool = False) -> int:
