@@ -3,6 +3,7 @@
     act ablate --seeds 0 1 2                          all methods
     act ablate --seeds 0 1 --methods act act_random_actions
     act ablate --seeds 0 1 2 --jobs 3                 three experiments at a time (DVC's queue)
+    act ablate --seeds 0 1 2 --pool gpus              each experiment a flow run on a Prefect work pool
 
 Each (method, seed) is `dvc exp run --temp --name <method>-s<seed> -S seed=<n> -S <switch>...`, so
 the workspace is never touched and DVC's run cache skips stages an earlier experiment already ran
@@ -115,8 +116,12 @@ def run_queue(root: str, plan: dict[str, dict[str, Any]], env: dict[str, str], r
 @flow(name="act-ablations", log_prints=True)
 def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: Sequence[int] = (0, 1, 2),
               metrics_file: str = "metrics/evaluate.json", out_dir: str = "reports", rerun: bool = False,
-              extra_overrides: dict[str, Any] | None = None, jobs: int = 1) -> dict[str, Any]:
-    """`jobs` > 1: the experiments run through DVC's queue, that many at a time (see module doc)."""
+              extra_overrides: dict[str, Any] | None = None, jobs: int = 1, pool: str | None = None,
+              remote: str = "origin", stale_s: float = 120.0) -> dict[str, Any]:
+    """`jobs` > 1: the experiments run through DVC's queue, that many at a time (see module doc).
+    `pool`: each experiment is a flow run on that Prefect work pool, run by the pool's workers on
+    any machine and pushed to the git remote `remote` (`flows.pool`); a point silent for
+    `stale_s` seconds counts as crashed and is resubmitted up to `tracking.retries` times."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from act.params import load_params
@@ -128,6 +133,8 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     methods = list(methods)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if pool and jobs > 1:
+        raise ValueError("--pool and --jobs exclude each other: on a pool, each worker runs one point at a time")
     check_switches(root_path, methods, extra)
     params = load_params(root_path / "params.yaml")
     uri = tracking_uri(root_path)
@@ -160,7 +167,21 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
                 shared["ACT_PARENT_RUN_ID"] = summary.run_id
             else:
                 shared["ACT_TRACKING"] = "off"
-            if jobs > 1:
+            if pool:
+                from flows.pool import pull_experiments, run_pool
+
+                if not uri.startswith(("http://", "https://")):
+                    get_run_logger().warning("MLFLOW_TRACKING_URI=%s is no server: the workers' runs will not nest "
+                                             "under this sweep's summary run", uri)
+                t_pool = time.time()
+                done = run_pool(root_path, plan, pool, baseline, remote=remote, retries=params.tracking.retries,
+                                stale_s=stale_s, rerun=rerun, parent_run_id=summary.run_id, uri=uri)
+                pull_experiments(root_path, plan, remote)
+                for name in plan:
+                    collect({"name": name, "state": done[name]["state"], "seconds": round(time.time() - t_pool, 1),
+                             "metrics": read_exp_metrics(root_path, name, metrics_file, baseline)})
+                    runs[-1]["attempts"] = done[name]["attempts"]
+            elif jobs > 1:
                 t_queue = time.time()
                 states = run_queue(str(root_path), plan, shared, rerun, jobs, baseline)
                 if summary.run_id:
