@@ -168,7 +168,7 @@ def worker_name() -> str:
     return os.environ.get("ACT_WORKER_NAME") or socket.gethostname()
 
 
-@flow(name=DEPLOYMENT, flow_run_name="{name}", log_prints=True)
+@flow(name=DEPLOYMENT, log_prints=True)
 def run_point(name: str, commit: str, overrides: dict[str, Any], methods: list[str], seed: int,
               remote: str = "origin", parent_run_id: str | None = None, rerun: bool = False) -> dict[str, Any]:
     """One point of a sweep, in this worker's clone (see the module doc). Returns the worker, its
@@ -261,7 +261,7 @@ def last_heartbeats(flow_run_ids: Iterable[str], since: float) -> dict[str, floa
                                event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
                                resource=EventResourceFilter(id=ids))
     with get_client(sync_client=True) as client:
-        page = client.read_events(filter=event_filter, limit=200)
+        page = client.read_events(filter=event_filter, limit=50)
         while True:
             for event in page.events:
                 run_id = event.resource.id.removeprefix("prefect.flow-run.")
@@ -316,14 +316,19 @@ def run_pool(root: Path, plan: dict[str, dict[str, Any]], pool: str, baseline: s
     while pending:
         time.sleep(poll_s)
         current = {result[n]["flow_runs"][-1]: n for n in pending}
-        beats = last_heartbeats(current, started - 60)
+        try:
+            beats: dict[str, float] | None = last_heartbeats(current, started - 60)
+        except Exception as e:  # the events API unreachable for a moment: no point counts as silent
+            logger.warning("could not read heartbeats: %s", e)
+            beats = None
         with get_client(sync_client=True) as client:
             runs = {str(r.id): r for r in (client.read_flow_run(i) for i in current)}
         for run_id, name in current.items():
             run = runs[run_id]
             state = run.state.type.value if run.state else "SCHEDULED"
-            seen = max(beats.get(run_id, 0.0), run.state.timestamp.timestamp() if run.state else started)
-            action = decide(state, result[name]["attempts"], retries, time.time() - seen, stale_s)
+            seen = max((beats or {}).get(run_id, 0.0), run.state.timestamp.timestamp() if run.state else started)
+            silent = None if beats is None else time.time() - seen
+            action = decide(state, result[name]["attempts"], retries, silent, stale_s)
             if action == "wait":
                 continue
             pending.remove(name)
