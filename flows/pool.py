@@ -147,9 +147,10 @@ def checkout(clone: Path, remote: str, commit: str) -> None:
     _git(clone, "checkout", "--quiet", "--detach", commit)
 
 
-def push_experiment(clone: Path, name: str, remote: str, logger) -> None:
+def push_experiment(clone: Path, name: str, remote: str, logger, *, force: bool = False) -> None:
     """The experiment's DVC outputs and run cache to the DVC remote, then its git ref to `remote`:
-    a ref on the remote means everything it names is there too."""
+    a ref on the remote means everything it names is there too. `force` (a rerun) replaces the
+    ref an earlier run of the point left there."""
     from dvc.repo import Repo
 
     ref = next((r for r in _git(clone, "for-each-ref", "--format=%(refname)", "refs/exps").split()
@@ -160,7 +161,7 @@ def push_experiment(clone: Path, name: str, remote: str, logger) -> None:
     with Repo(str(clone)) as repo:
         uploaded = repo.push(revs=[sha], workspace=False, run_cache=True)
     logger.info("pushed %s files of %s to the DVC remote", uploaded, name)
-    cmd = [sys.executable, "-m", "dvc", "exp", "push", "--no-cache", remote, name]
+    cmd = [sys.executable, "-m", "dvc", "exp", "push", "--no-cache", *(["--force"] if force else []), remote, name]
     _run_logged(cmd, clone, _dvc_env({}), logger)
 
 
@@ -208,7 +209,7 @@ def run_point(name: str, commit: str, overrides: dict[str, Any], methods: list[s
             _run_logged(cmd, clone, _dvc_env(env), logger)
             if point.run_id:
                 tag_tree(tracking_uri(clone), point.run_id, {"act.worker": worker, "act.point": name})
-    push_experiment(clone, name, remote, logger)
+    push_experiment(clone, name, remote, logger, force=rerun)
     return {"name": name, "state": "ran", "worker": worker, "host": host, "seconds": round(time.time() - t0, 1)}
 
 
