@@ -32,7 +32,7 @@ FORBIDDEN = {
 
 @dataclass(frozen=True)
 class Import:
-    source: str  # importing module, e.g. "act.roles.checks"
+    source: str  # importing module, e.g. "act.metrics.checks"
     target: str  # imported project module, e.g. "act.metrics.action"
     file: str  # relative path of the importing file
     line: int
