@@ -20,8 +20,8 @@ The parent (`run_pool`, called by the ablations flow) submits every point not ye
 machine leaves its flow run RUNNING with no one to report; the flow engine's heartbeat events stop
 (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, set by `act worker`). `decide` is the rule: a run silent for
 `stale_s` is marked CRASHED, and a crashed point is submitted again, up to `tracking.retries`
-times; a FAILED point (its own error, which a rerun repeats) is not. The flows imported here only
-from `flows/` below this one and `act/`.
+times; a FAILED point (its own error, which a rerun repeats) is not. This module imports `act/`,
+`flows.experiments` and `flows.pipeline`, never the CLI (tests/test_layers.py).
 """
 
 from __future__ import annotations
@@ -96,6 +96,15 @@ def remote_finished(root: Path, remote: str, baseline: str) -> set[str]:
     prefix = f"refs/exps/{baseline[:2]}/{baseline[2:]}/"
     out = _git(root, "ls-remote", remote, f"{prefix}*")
     return {line.split()[1][len(prefix):] for line in out.splitlines() if line.strip()}
+
+
+def require_pushed(root: Path, remote: str, commit: str) -> None:
+    """Fail before submitting anything when the sweep's commit is on no branch of `remote`: the
+    workers check it out from there."""
+    _git(root, "fetch", "--quiet", remote)
+    if not _git(root, "branch", "-r", "--contains", commit, check=False).strip():
+        raise SystemExit(f"commit {commit[:7]} is on no branch of {remote}: the workers check it out from there; "
+                         f"`git push {remote} HEAD` first")
 
 
 def pull_experiments(root: Path, names: Iterable[str], remote: str) -> None:
@@ -304,6 +313,7 @@ def run_pool(root: Path, plan: dict[str, dict[str, Any]], pool: str, baseline: s
     from act.tracking import kill_runs
 
     logger = get_run_logger()
+    require_pushed(root, remote, baseline)
     ensure_deployment(pool)
     todo = to_submit(plan, remote_finished(root, remote, baseline), rerun)
     result = {name: {"state": "reused", "attempts": 0, "flow_runs": []} for name in plan if name not in todo}

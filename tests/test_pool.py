@@ -65,6 +65,25 @@ def test_remote_finished_reads_the_refs_of_the_sweeps_commit(tmp_path):
     assert remote_finished(repo, "origin", "0" * 40) == set()
 
 
+def test_an_unpushed_commit_is_refused_before_any_submission(tmp_path):
+    from flows.pool import require_pushed
+
+    repo, origin = tmp_path / "repo", tmp_path / "origin.git"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "f").write_text("1")
+    _git(repo, "add", "f")
+    _git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    _git(tmp_path, "init", "-q", "--bare", str(origin))
+    _git(repo, "remote", "add", "origin", str(origin))
+    _git(repo, "push", "-q", "origin", "main")
+    require_pushed(repo, "origin", _git(repo, "rev-parse", "HEAD"))
+    (repo / "f").write_text("2")
+    _git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "two")
+    with pytest.raises(SystemExit, match=r"is on no branch of origin.*git push origin HEAD"):
+        require_pushed(repo, "origin", _git(repo, "rev-parse", "HEAD"))
+
+
 def test_worker_env_points_the_flow_runs_at_the_clone(tmp_path):
     env = worker_env(tmp_path, "gpu0", {"PATH": "/usr/bin", "PYTHONPATH": "/other", "MLFLOW_TRACKING_URI": "http://x"})
     assert env["ACT_WORKER_CLONE"] == str(tmp_path) and env["ACT_WORKER_NAME"] == "gpu0"
