@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from act.errors import ParamsError
-from act.roles.base import Message
+from act.records import Message
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 KNOWN_TEMPLATES = tuple(sorted(p.stem for p in TEMPLATE_DIR.glob("*.jinja")))

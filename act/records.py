@@ -18,6 +18,10 @@ from act.datasets import DATASETS  # noqa: F401  (the known names, re-exported)
 from act.errors import RecordError
 
 ROLES = ("system", "user", "assistant")
+
+Message = dict[str, str]
+"""One chat turn, {"role": "system" | "user" | "assistant", "content": str}: the type every module
+that handles conversations (chat templates, roles, policies, training) shares."""
 SPLITS = ("train", "eval", "unlabeled")
 
 

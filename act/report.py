@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from act.actions import ACTIONS
 from act.io import atomic_file
-from act.metrics.summary import HEADLINE, HEADLINE_KEYS
+from act.metrics.summary import ABLATION_METRICS, HEADLINE, HEADLINE_KEYS
 
 CONFUSION_PNG = "confusion.png"
 METRICS_PNG = "metrics.png"
@@ -262,12 +262,6 @@ def metric_label(key: str) -> str:
     """A readable name for a flattened metric key ("action.macro_f1" -> "Action Macro F1")."""
     labels = {f"{lvl}.{m}": lab for lvl, m, lab in HEADLINE}
     return labels.get(key) or key.replace("_", " ").replace(".", ": ", 1)
-
-
-ABLATION_METRICS = ("action.macro_f1", "action.clarify_f1", "turn.answer_score", "trajectory.score",
-                    "trajectory.success_rate")
-"""The metrics the ablation plot draws (where the table has them): Action Macro F1, Clarify F1,
-turn score, trajectory score, trajectory success."""
 
 
 def ablation_bars(table: Sequence[dict[str, Any]], methods: Sequence[str]) -> tuple[list[str], list[str], dict]:

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from act.actions import Action
-from act.records import SYSTEM_TEMPLATE, Branch, TurnRecord, with_system
-from act.roles.base import ActionClassifier, ClassifyItem, Message, Policy, SimulateItem, UserSimulator
+from act.records import SYSTEM_TEMPLATE, Branch, Message, TurnRecord, with_system
+from act.roles.base import ActionClassifier, ClassifyItem, Policy, SimulateItem, UserSimulator
 
 Scorer = Callable[[TurnRecord, Branch, str], float]
 """Task heuristic: (record, branch the user followed, final answer) -> score in [0, 1]."""

@@ -481,3 +481,59 @@ def parent_run(params: Params, name: str, *, root: str | Path, tags: dict[str, s
                             tags={mlflow_key(k): redact(str(v)) for k, v in all_tags.items()})
     with _run_lifetime(client, run.info.run_id):
         yield MlflowRun(client, run.info.run_id, uri)
+
+
+def tag_methods(uri: str, experiment: str, plan: dict[str, dict[str, Any]]) -> int:
+    """Give the MLflow runs of each queued experiment (found by their `dvc.exp` tag) the method and
+    seed tags that a sequential sweep passes through the environment. Returns the runs tagged."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    n = 0
+    for name, entry in plan.items():
+        for run in client.search_runs([exp.experiment_id], filter_string=f"tags.`dvc.exp` = '{name}'", max_results=1000):
+            client.set_tag(run.info.run_id, "act.method", "+".join(entry["methods"]))
+            client.set_tag(run.info.run_id, "act.seed", str(entry["seed"]))
+            n += 1
+    return n
+
+
+def tag_tree(uri: str, root_run_id: str, tags: dict[str, str]) -> int:
+    """Set `tags` on a run and every run nested under it (a sweep point's run and its stage runs:
+    the worker that ran them). Returns the runs tagged."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.get_run(root_run_id).info.experiment_id
+    todo, n = [root_run_id], 0
+    while todo:
+        run_id = todo.pop()
+        for k, v in tags.items():
+            client.set_tag(run_id, mlflow_key(k), redact(str(v)))
+        n += 1
+        todo.extend(r.info.run_id for r in client.search_runs(
+            [exp_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000))
+    return n
+
+
+def kill_runs(uri: str, tags: dict[str, str]) -> list[str]:
+    """Mark KILLED the RUNNING runs carrying `tags`, and the RUNNING runs nested under them: the
+    MLflow runs of a sweep point whose worker died (no process is left to end them). Returns their ids."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    killed: list[str] = []
+    for exp in client.search_experiments():
+        todo = [r.info.run_id for r in client.search_runs([exp.experiment_id], filter_string=where, max_results=1000)]
+        while todo:
+            run_id = todo.pop()
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "KILLED")
+                killed.append(run_id)
+            todo.extend(r.info.run_id for r in client.search_runs(
+                [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000))
+    return killed

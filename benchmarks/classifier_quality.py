@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['clarify_precision']:.3f} | {r['clarify_recall']:.3f} |")
     check = None
     if args.checks:
-        from act.roles.checks import check_classifier, load_check_set
+        from act.metrics.checks import check_classifier, load_check_set
 
         check = check_classifier(classifier, load_check_set(args.checks))
         print(f"\ncheck set {args.checks}: {check['n']} turns, accuracy {check['accuracy']:.3f}, Macro F1 "

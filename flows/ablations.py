@@ -3,6 +3,7 @@
     act ablate --seeds 0 1 2                          all methods
     act ablate --seeds 0 1 --methods act act_random_actions
     act ablate --seeds 0 1 2 --jobs 3                 three experiments at a time (DVC's queue)
+    act ablate --seeds 0 1 2 --pool gpus              each experiment a flow run on a Prefect work pool
 
 Each (method, seed) is `dvc exp run --temp --name <method>-s<seed> -S seed=<n> -S <switch>...`, so
 the workspace is never touched and DVC's run cache skips stages an earlier experiment already ran
@@ -20,7 +21,6 @@ on-policy runs in the markdown), and logs the reports to a summary MLflow run.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -29,35 +29,11 @@ from typing import Any, Sequence
 
 from prefect import flow, get_run_logger, task
 
+from act.metrics.paired import paired, summarize
+from act.tables import paired_markdown, policy_figures, relabel_markdown, to_markdown, write_reports
+from flows.experiments import (RUN_FILES, _dvc_env, _exp_commits, exp_name, exp_run_cmd, find_exp_ref,
+                               head_commit, queue_status, read_exp_metrics, save_runs)
 from flows.methods import METHODS, Method  # noqa: F401  (Method: the type of METHODS' values)
-
-
-def _yaml_value(v: Any) -> str:
-    return "true" if v is True else "false" if v is False else str(v)
-
-
-def _yaml_keys(path: Path) -> set[str]:
-    import yaml
-
-    from act.tracking import flatten
-
-    keys = set()
-    for dotted in flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {}):
-        parts = dotted.split(".")
-        keys.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return keys
-
-
-def exp_name(overrides: dict[str, Any], seed: int, extra: dict[str, Any] | None = None) -> str:
-    """A stable, git-ref-safe name for one experiment, from its switches and seed; the sweep's
-    extra `-S` overrides (a profile) add a short hash, so sweeps of two profiles never share one."""
-    import hashlib
-
-    parts = [f"{k.split('.')[-1]}-{_yaml_value(v)}" for k, v in sorted(overrides.items())]
-    if extra:
-        parts.append("x" + hashlib.sha256(repr(sorted((k, _yaml_value(v)) for k, v in extra.items())).encode())
-                     .hexdigest()[:8])
-    return "-".join(["abl", *parts, f"s{seed}"]).replace("_", "-").lower()
 
 
 def check_switches(root: Path, methods: Sequence[str], extra: dict[str, Any]) -> None:
@@ -71,68 +47,6 @@ def check_switches(root: Path, methods: Sequence[str], extra: dict[str, Any]) ->
             load_params(root / "params.yaml", {**extra, **METHODS[m].overrides})
         except Exception as e:
             raise ValueError(f"method {m!r} cannot run on this params.yaml: {e}") from None
-
-
-def head_commit(root: Path) -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-
-
-def _existing_exps(root: Path, head: str) -> dict[str, str]:
-    """Experiment name -> git ref, for experiments whose baseline is commit `head`.
-
-    The sweep pins `head` when it starts: a commit made while it runs must not orphan the
-    experiments it already finished (`find_exp_ref` also looks under the new HEAD)."""
-    out = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=root,
-                         capture_output=True, text=True).stdout
-    # refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
-    return {ref.rsplit("/", 1)[-1]: ref for ref in out.split() if head and f"/{head[:2]}/{head[2:]}/" in ref}
-
-
-def exp_refs(root: Path, baseline: str) -> dict[str, str]:
-    """Experiment name -> git ref: those under the sweep's pinned `baseline`, and under the current
-    HEAD those not found there. `dvc exp run` bases an experiment on HEAD as it starts, so one
-    started after a commit made while the sweep runs lands under that commit."""
-    head = head_commit(root)
-    return {**(_existing_exps(root, head) if head != baseline else {}), **_existing_exps(root, baseline)}
-
-
-def find_exp_ref(root: Path, name: str, baseline: str) -> str | None:
-    return exp_refs(root, baseline).get(name)
-
-
-def read_exp_metrics(root: Path, name: str, metrics_file: str, baseline: str) -> dict[str, Any]:
-    """The metrics file as the experiment committed it (DVC metrics are git-tracked)."""
-    import json
-
-    ref = find_exp_ref(root, name, baseline)
-    if ref is None:
-        raise RuntimeError(f"experiment {name} finished but no git ref for it exists under the sweep's "
-                           f"baseline {baseline[:7]} or HEAD {head_commit(root)[:7]}")
-    proc = subprocess.run(["git", "show", f"{ref}:{metrics_file}"], cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"experiment {name} has no {metrics_file}: {proc.stderr.strip()}")
-    return {metrics_file: json.loads(proc.stdout)}
-
-
-def exp_run_cmd(root: Path, name: str, overrides: dict[str, Any], *, rerun: bool, queue: bool = False) -> list[str]:
-    """`dvc exp run` of one experiment: at once in a scratch copy (--temp), or into DVC's queue."""
-    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--queue" if queue else "--temp", "--name", name]
-    if rerun:
-        cmd.append("--force")
-    present = _yaml_keys(root / "params.yaml")
-    for k, v in overrides.items():
-        # DVC (hydra) only overrides keys the file has; `+key` adds one left to its default
-        cmd += ["-S", f"{'' if k in present else '+'}{k}={_yaml_value(v)}"]
-    return cmd
-
-
-def _dvc_env(env: dict[str, str]) -> dict[str, str]:
-    """The caller's environment plus `env`, with this interpreter's scripts first on PATH (DVC's
-    queue workers start `dvc` from PATH)."""
-    full_env = dict(os.environ)
-    full_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + full_env.get("PATH", "")
-    full_env.update(env)
-    return full_env
 
 
 @task(task_run_name="{name}")
@@ -155,22 +69,6 @@ def run_experiment(name: str, root: str, overrides: dict[str, Any], env: dict[st
         state = "ran"
     metrics = read_exp_metrics(Path(root), name, metrics_file, baseline)
     return {"name": name, "state": state, "seconds": round(time.time() - t0, 1), "metrics": metrics}
-
-
-def _exp_commits(root: Path, head: str) -> dict[str, str]:
-    """Experiment name -> its commit, for experiments of baseline `head`."""
-    out = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], cwd=root,
-                         capture_output=True, text=True).stdout
-    return {ref.rsplit("/", 1)[-1]: sha for ref, sha in (line.split() for line in out.splitlines())
-            if head and f"/{head[:2]}/{head[2:]}/" in ref}
-
-
-def queue_status(root: Path) -> list[dict[str, Any]]:
-    """DVC's queue tasks: [{"name", "status": Queued | Running | Success | Failed, ...}]."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        return list(repo.experiments.celery_queue.status())
 
 
 @task(task_run_name="queue-{jobs}-workers")
@@ -215,217 +113,19 @@ def run_queue(root: str, plan: dict[str, dict[str, Any]], env: dict[str, str], r
     return {**states, **{name: "ran" for name in todo}}
 
 
-def tag_methods(uri: str, experiment: str, plan: dict[str, dict[str, Any]]) -> int:
-    """Give the MLflow runs of each queued experiment (found by their `dvc.exp` tag) the method and
-    seed tags that a sequential sweep passes through the environment. Returns the runs tagged."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return 0
-    n = 0
-    for name, entry in plan.items():
-        for run in client.search_runs([exp.experiment_id], filter_string=f"tags.`dvc.exp` = '{name}'", max_results=1000):
-            client.set_tag(run.info.run_id, "act.method", "+".join(entry["methods"]))
-            client.set_tag(run.info.run_id, "act.seed", str(entry["seed"]))
-            n += 1
-    return n
-
-
-def policy_figures(metrics: dict[str, Any], metrics_file: str, policy: str) -> dict[str, float]:
-    """The numbers of one policy in a metrics file: its subtree when the file is keyed by policy
-    (evaluate writes {"base": {...}, "sft": {...}, "act": {...}}), else every number in it."""
-    from act.tracking import flatten
-
-    data = metrics.get(metrics_file, metrics)
-    for key in (policy, "policies"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key] if key == policy else data[key].get(policy, {})
-            break
-    return {k: float(v) for k, v in flatten(data).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """rows: (method, seed, metric, value) -> (method, metric, mean, std, n)."""
-    from act.metrics.summary import mean_std
-
-    groups: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["metric"]), []).append(r["value"])
-    out = []
-    for (m, k), v in groups.items():
-        mean, std = mean_std(v)
-        out.append({"method": m, "metric": k, "mean": mean, "std": std, "n": len(v)})
-    return out
-
-
-def headline(table: list[dict[str, Any]]) -> list[str]:
-    """The headline metrics (`act.metrics.summary.HEADLINE`) the table has, else all of them
-    (the CSV and MLflow always hold every metric)."""
-    from act.metrics.summary import HEADLINE_KEYS
-
-    metrics = list(dict.fromkeys(r["metric"] for r in table))
-    shown = [m for m in HEADLINE_KEYS if m in metrics]
-    return shown or metrics
-
-
-PAIRED_KEYS = ("action.macro_f1", "action.clarify_f1", "turn.answer_score", "trajectory.score",
-               "trajectory.success_rate")
-"""The metrics whose paired ACT - method differences the markdown shows (the CSV has every headline)."""
-
-
-def paired(rows: list[dict[str, Any]], methods: Sequence[str], reference: str = "act") -> list[dict[str, Any]]:
-    """ACT (`reference`) minus each other method, per seed, on the seeds both have: the mean
-    difference, its std, Student's t and two-sided p (`act.metrics.summary.paired_difference`), per
-    headline metric. Seeds share data and split, so pairing removes the seed-to-seed spread."""
-    from act.metrics.summary import paired_difference
-
-    value = {(r["method"], r["metric"], r["seed"]): r["value"] for r in rows}
-    metrics = headline([{"metric": r["metric"]} for r in rows])
-    out = []
-    for other in methods:
-        if other == reference or reference not in methods:
-            continue
-        for metric in metrics:
-            seeds = sorted({s for (m, k, s) in value if m == reference and k == metric}
-                           & {s for (m, k, s) in value if m == other and k == metric})
-            if not seeds:
-                continue
-            d = paired_difference([value[(reference, metric, s)] for s in seeds],
-                                  [value[(other, metric, s)] for s in seeds])
-            out.append({"reference": reference, "method": other, "metric": metric, "seeds": seeds, **d})
-    return out
-
-
-RUN_FILES = ("metrics/evaluate.json", "metrics/train.json", "metrics/sft.json")
-"""The metrics files of each experiment the sweep copies to `<out>/runs/<method>-s<seed>/`."""
-
-
-def save_runs(root: Path, plan: dict[str, dict[str, Any]], baseline: str, out_dir: Path,
-              files: Sequence[str] = RUN_FILES) -> list[dict[str, Any]]:
-    """Copy each finished experiment's metrics `files` (where it has them) into
-    `out_dir/runs/<method>-s<seed>/` and return the on-policy experiments' relabel counts, one row
-    per (method, seed): how often each relabel branch of ACT's Phase 2 fired."""
-    import json
-
-    from act.io import atomic_file
-    from act.simulate import OUTCOMES
-
-    relabels = []
-    refs = exp_refs(root, baseline)
-    for name, entry in plan.items():
-        ref = refs.get(name)
-        if ref is None:
-            continue
-        method = next((m for m in entry["methods"] if m != "sft"), entry["methods"][0])
-        run_dir = out_dir / "runs" / f"{method}-s{entry['seed']}"
-        train: dict[str, Any] = {}
-        for path in dict.fromkeys(files):
-            proc = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=root, capture_output=True, text=True)
-            if proc.returncode != 0:
-                continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_file(run_dir / Path(path).name) as fh:
-                fh.write(proc.stdout)
-            if path.endswith("train.json"):
-                train = json.loads(proc.stdout)
-        if train.get("on_policy_sampling"):
-            relabels.append({"method": method, "seed": entry["seed"], "steps": train.get("steps"),
-                             **{o: train.get(f"relabel/{o}", 0) for o in OUTCOMES}})
-    return sorted(relabels, key=lambda r: (r["method"], r["seed"]))
-
-
-def relabel_markdown(relabels: list[dict[str, Any]]) -> str:
-    from act.simulate import OUTCOMES
-
-    if not relabels:
-        return ""
-    lines = ["", "Relabel outcomes of the on-policy runs (pairs whose side the policy's own sample replaced, "
-             "by branch; `metrics/train.json`):", "",
-             "| method | seed | " + " | ".join(OUTCOMES) + " | training steps |",
-             "|---|---:|" + "---:|" * (len(OUTCOMES) + 1)]
-    for r in relabels:
-        lines.append(f"| {r['method']} | {r['seed']} | " + " | ".join(str(int(r[o])) for o in OUTCOMES)
-                     + f" | {r['steps']} |")
-    return "\n".join(lines) + "\n"
-
-
-def paired_markdown(comparisons: list[dict[str, Any]]) -> str:
-    shown = [c for c in comparisons if c["metric"] in PAIRED_KEYS]
-    if not shown:
-        return ""
-    lines = ["", "Paired differences (same seeds; Student's t with n - 1 df, two-sided p; "
-             "\"–\": the differences do not vary or there is one seed):", "",
-             "| difference | metric | per seed | mean | t | p |", "|---|---|---|---:|---:|---:|"]
-    for c in shown:
-        per_seed = ", ".join(f"{d:+.3f}" for d in c["diffs"])
-        t = "–" if c["t"] is None else f"{c['t']:.2f}"
-        p = "–" if c["p"] is None else f"{c['p']:.3f}"
-        lines.append(f"| {c['reference']} − {c['method']} | {c['metric']} | {per_seed} | {c['mean']:+.3f} | {t} | {p} |")
-    return "\n".join(lines) + "\n"
-
-
-def to_markdown(table: list[dict[str, Any]], methods: Sequence[str], seconds: float) -> str:
-    metrics = headline(table)
-    cell = {(r["method"], r["metric"]): f"{r['mean']:.3f} ± {r['std']:.3f}" for r in table}
-    n = max((r["n"] for r in table), default=0)
-    lines = [f"Mean ± std over {n} seed(s); wall time {seconds / 60:.1f} min.", "",
-             "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(cell.get((m, k), "–") for k in metrics) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
-    import csv
-    import io
-
-    from act.io import atomic_file
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_file(path) as fh:
-        fh.write(buf.getvalue())
-
-
-def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, methods: Sequence[str],
-                  rows: list[dict[str, Any]] | None = None,
-                  comparisons: list[dict[str, Any]] | None = None) -> list[Path]:
-    """ablations.md (table + paired differences), ablations.csv (mean/std), ablations.png, and
-    with `rows` ablations_seeds.csv (every method x seed x metric value) and ablations_paired.csv."""
-    from act.io import atomic_file
-    from act.report import plot_ablations
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md, csv_path, png = out_dir / "ablations.md", out_dir / "ablations.csv", out_dir / "ablations.png"
-    with atomic_file(md) as fh:
-        fh.write("# Ablations\n\n" + markdown)
-    _write_csv(csv_path, ["method", "metric", "mean", "std", "n"], table)
-    plot_ablations(table, methods, png)
-    files = [md, csv_path, png]
-    if rows:
-        files.append(out_dir / "ablations_seeds.csv")
-        _write_csv(files[-1], ["method", "seed", "metric", "value"], rows)
-    if comparisons:
-        files.append(out_dir / "ablations_paired.csv")
-        _write_csv(files[-1], ["reference", "method", "metric", "seeds", "diffs", "mean", "std", "n", "t", "p"],
-                   [{**c, "seeds": " ".join(map(str, c["seeds"])), "diffs": " ".join(f"{d:.6g}" for d in c["diffs"])}
-                    for c in comparisons])
-    return files
-
-
 @flow(name="act-ablations", log_prints=True)
 def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: Sequence[int] = (0, 1, 2),
               metrics_file: str = "metrics/evaluate.json", out_dir: str = "reports", rerun: bool = False,
-              extra_overrides: dict[str, Any] | None = None, jobs: int = 1) -> dict[str, Any]:
-    """`jobs` > 1: the experiments run through DVC's queue, that many at a time (see module doc)."""
+              extra_overrides: dict[str, Any] | None = None, jobs: int = 1, pool: str | None = None,
+              remote: str = "origin", stale_s: float = 120.0) -> dict[str, Any]:
+    """`jobs` > 1: the experiments run through DVC's queue, that many at a time (see module doc).
+    `pool`: each experiment is a flow run on that Prefect work pool, run by the pool's workers on
+    any machine and pushed to the git remote `remote` (`flows.pool`); a point silent for
+    `stale_s` seconds counts as crashed and is resubmitted up to `tracking.retries` times."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from act.params import load_params
-    from act.tracking import parent_run, tracking_uri
+    from act.tracking import parent_run, tag_methods, tracking_uri
 
     t0 = time.time()
     root_path = Path(root).resolve()
@@ -433,6 +133,8 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
     methods = list(methods)
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if pool and jobs > 1:
+        raise ValueError("--pool and --jobs exclude each other: on a pool, each worker runs one point at a time")
     check_switches(root_path, methods, extra)
     params = load_params(root_path / "params.yaml")
     uri = tracking_uri(root_path)
@@ -465,7 +167,21 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
                 shared["ACT_PARENT_RUN_ID"] = summary.run_id
             else:
                 shared["ACT_TRACKING"] = "off"
-            if jobs > 1:
+            if pool:
+                from flows.pool import pull_experiments, run_pool
+
+                if not uri.startswith(("http://", "https://")):
+                    get_run_logger().warning("MLFLOW_TRACKING_URI=%s is no server: the workers' runs will not nest "
+                                             "under this sweep's summary run", uri)
+                t_pool = time.time()
+                done = run_pool(root_path, plan, pool, baseline, remote=remote, retries=params.tracking.retries,
+                                stale_s=stale_s, rerun=rerun, parent_run_id=summary.run_id, uri=uri)
+                pull_experiments(root_path, plan, remote)
+                for name in plan:
+                    collect({"name": name, "state": done[name]["state"], "seconds": round(time.time() - t_pool, 1),
+                             "metrics": read_exp_metrics(root_path, name, metrics_file, baseline)})
+                    runs[-1]["attempts"] = done[name]["attempts"]
+            elif jobs > 1:
                 t_queue = time.time()
                 states = run_queue(str(root_path), plan, shared, rerun, jobs, baseline)
                 if summary.run_id:

@@ -3,6 +3,8 @@
     act run [--targets pairs ...] [--force]      the pipeline flow (dvc repro, stage by stage), on `act ui`'s server
     act ablate --seeds 0 1 2 [--methods act sft ...]   baselines and ablations as DVC experiments
     act ablate --seeds 0 1 2 --jobs 3             the same, three experiments at a time (dvc queue)
+    act ablate --seeds 0 1 2 --pool gpus          the same, on a Prefect work pool across machines
+    act worker --pool gpus                        a worker of that pool, in this clone (one per GPU)
     act ui                                       Prefect server + MLflow UI on 127.0.0.1
     act serve --cron "0 3 * * *"                 register the pipeline for scheduled runs
     act show                                     metrics of the workspace (and the ablation table)
@@ -19,6 +21,7 @@ import os
 import sys
 from typing import Sequence
 
+from act.tables import headline_table
 from flows.methods import METHODS
 
 
@@ -45,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
                         "1 = one after another (default)")
     a.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every experiment (dvc exp run -S)")
+    a.add_argument("--pool", default=None, metavar="NAME",
+                   help="run each experiment as a flow run on this Prefect work pool (`act worker --pool NAME` on "
+                        "each machine); finished experiments are pushed to and read from the git remote --remote")
+    a.add_argument("--remote", default="origin", help="git remote the pool's experiments go to (default: origin)")
+    a.add_argument("--stale-s", type=float, default=120.0,
+                   help="--pool: a point without a heartbeat this long counts as crashed and is resubmitted "
+                        "(up to tracking.retries times; default 120)")
+
+    w = sub.add_parser("worker", help="a Prefect worker of a work pool, running sweep points in this clone")
+    w.add_argument("--pool", required=True, metavar="NAME", help="the work pool (`act ablate --pool NAME`)")
+    w.add_argument("--name", default=None, help="worker name (default: <host>-<CUDA_VISIBLE_DEVICES>)")
+    w.add_argument("-l", "--limit", type=int, default=1, help="points at once (default 1: one per GPU)")
 
     u = sub.add_parser("ui", help="start the Prefect server and the MLflow UI; Ctrl-C stops both")
     u.add_argument("--host", default="127.0.0.1")
@@ -67,31 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ev.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="param override, e.g. -S evaluate.limit=20")
     return p
-
-
-def headline_table(metrics: dict) -> str:
-    """`metrics/evaluate.json` ({policy: {level: {metric: value}}}) as a Markdown table of the
-    headline metrics (`act.metrics.summary.HEADLINE`) and the number of eval turns."""
-    from act.metrics.summary import HEADLINE
-
-    columns = [*HEADLINE, ("trajectory", "n", "n")]
-    rows = ["| Policy | " + " | ".join(title for _, _, title in columns) + " |",
-            "|---|" + "---:|" * len(columns)]
-    for policy, levels in metrics.items():
-        if not isinstance(levels, dict):
-            continue
-        cells = []
-        for level, key, _ in columns:
-            value = levels.get(level, {}).get(key)
-            std = levels.get(level, {}).get(f"{key}_std")
-            if value is None:
-                cells.append("-")
-            elif key == "n":
-                cells.append(str(int(value)))
-            else:
-                cells.append(f"{value:.3f}" + (f" ± {std:.3f}" if std else ""))
-        rows.append(f"| {policy} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
 
 
 def show(root: str, metrics_file: str, *, every: bool = False) -> int:
@@ -167,9 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # values read as YAML, as `dvc exp run -S` and the stages' -S read them ("48" is a number)
         overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
         out = ablations(root=root, methods=args.methods, seeds=args.seeds, metrics_file=args.metrics_file,
-                        out_dir=args.out, rerun=args.rerun, extra_overrides=overrides, jobs=args.jobs)
+                        out_dir=args.out, rerun=args.rerun, extra_overrides=overrides, jobs=args.jobs,
+                        pool=args.pool, remote=args.remote, stale_s=args.stale_s)
         print(out["markdown"])
         return 0
+    if args.verb == "worker":
+        from flows.pool import start_worker
+
+        start_worker(root, args.pool, args.name, args.limit)
+        return 0  # pragma: no cover - start_worker replaces this process
     if args.verb == "ui":
         from flows.servers import run_ui
 

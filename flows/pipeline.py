@@ -7,7 +7,7 @@ hard-coded. All stage runs nest under one MLflow parent run.
 
     act run                      # whole DAG
     act run --targets pairs      # pairs stages and what they need
-    python -m flows.pipeline     # the same, without the CLI
+    python -m flows.pipeline     # the flow alone (no server choice, no terminal lines)
 """
 
 from __future__ import annotations
@@ -200,15 +200,6 @@ TRAINING_FIGURES: dict[str, tuple[str, ...]] = {
 """The key figures of the training stages shown in the run's artifact (those a stage reported)."""
 
 
-TRAINING_FIGURES: dict[str, tuple[str, ...]] = {
-    "sft": ("steps", "train_loss", "loss_first", "loss_last"),
-    "train": ("steps", "pairs", "train_loss", "final/rewards/margins", "final/rewards/accuracies",
-              "probe/start/rewards/margins", "probe/end/rewards/margins", "probe/end/rewards/accuracies",
-              "sampling_rounds"),
-}
-"""The key figures of the training stages shown in the run's artifact (those a stage reported)."""
-
-
 def headline(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per policy of the evaluate stage's metrics: the headline metrics
     (`act.metrics.summary.HEADLINE`, by their titles) and the number of eval turns."""
@@ -248,7 +239,7 @@ def _markdown(results: list[dict[str, Any]], metrics: dict[str, Any], parent: st
     lines += ["| stage | state | seconds |", "|---|---|---:|"]
     lines += [f"| {r['stage']} | {r['state']} | {r['seconds']} |" for r in results]
     if metrics.get("evaluate"):
-        from flows.cli import headline_table
+        from act.tables import headline_table
 
         lines += ["", "## Headline metrics per policy (evaluate)", "", headline_table(metrics["evaluate"])]
     figures = training_figures(metrics)
@@ -338,9 +329,18 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from flows.cli import main as cli_main
+    """`python -m flows.pipeline [--targets ...] [--force]`: the flow alone, on the Prefect server
+    PREFECT_API_URL names (else a temporary one). `act run` (flows/cli.py) adds the choice of
+    server and the terminal lines; this module imports nothing of flows/ but its tasks."""
+    import argparse
 
-    cli_main(["run", *(argv if argv is not None else sys.argv[1:])])
+    p = argparse.ArgumentParser(prog="python -m flows.pipeline", description="the ACT pipeline flow")
+    p.add_argument("-C", "--root", default=".")
+    p.add_argument("--targets", nargs="*", default=None, metavar="STAGE")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--params", default="params.yaml")
+    args = p.parse_args(argv)
+    pipeline(root=os.path.abspath(args.root), params_file=args.params, targets=args.targets, force=args.force)
 
 
 if __name__ == "__main__":

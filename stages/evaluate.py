@@ -82,7 +82,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
     from act.metrics.levels import evaluate_policy
     from act.metrics.summary import combine_seeds, summarize
     from act.roles import build_role
-    from act.roles.checks import require_valid
+    from act.metrics.checks import require_valid
     from act.roles.base import UsageCounter
     from act.tracking import stage_run
 

@@ -24,7 +24,7 @@ log = logging.getLogger("act.judge")
 def run(params: Params, *, checks: str | Path, metrics_path: str | Path) -> dict[str, Any]:
     from act.roles import build_role
     from act.roles.base import UsageCounter
-    from act.roles.checks import JudgeCheckError, check_classifier, load_check_set
+    from act.metrics.checks import JudgeCheckError, check_classifier, load_check_set
     from act.roles.offline import SurfaceClassifier
     from act.tracking import stage_run
 

@@ -52,7 +52,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     started = time.monotonic()
     usage = {"classifier": UsageCounter(), "simulator": UsageCounter()}
     if classifier is None:
-        from act.roles.checks import require_valid
+        from act.metrics.checks import require_valid
 
         classifier = build_role("classifier", params.roles, usage=usage["classifier"])
         require_valid(classifier, params.roles.classifier)  # an LLM judge must pass the check set first

@@ -56,7 +56,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     from act.metrics.task import record_scorer
     from act.model.loading import ADAPTER_MARKER
     from act.roles import build_role
-    from act.roles.checks import require_valid
+    from act.metrics.checks import require_valid
     from act.training import checkpoints
     from act.training.act_trainer import OnPolicySampler
     from act.training.dpo import train_dpo

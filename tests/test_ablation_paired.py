@@ -35,7 +35,7 @@ def test_paired_difference_without_spread_has_no_test():
 
 
 def test_paired_uses_only_seeds_both_methods_have():
-    from flows.ablations import paired
+    from act.metrics.paired import paired
 
     rows = _rows({"act": [0.3, 0.5, 0.4], "dpo_offpolicy": [0.1, 0.2, 0.4]}) + _rows({"sft": [0.0, 0.1]}, seeds=(1, 2))
     by = {c["method"]: c for c in paired(rows, ["sft", "dpo_offpolicy", "act"])}
@@ -46,7 +46,8 @@ def test_paired_uses_only_seeds_both_methods_have():
 
 
 def test_reports_carry_seed_values_and_paired_table(tmp_path):
-    from flows.ablations import paired, paired_markdown, summarize, to_markdown, write_reports
+    from act.metrics.paired import paired, summarize
+    from act.tables import paired_markdown, to_markdown, write_reports
 
     rows = _rows({"act": [0.3, 0.5, 0.4], "dpo_offpolicy": [0.1, 0.2, 0.4]})
     table, comparisons = summarize(rows), paired(rows, ["dpo_offpolicy", "act"])
@@ -67,7 +68,7 @@ def test_experiment_started_after_a_mid_sweep_commit_is_found(tmp_path):
     import json
     import subprocess
 
-    from flows.ablations import find_exp_ref, head_commit, read_exp_metrics
+    from flows.experiments import find_exp_ref, head_commit, read_exp_metrics
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()

@@ -13,7 +13,7 @@ from act.actions import Action
 from act.errors import RecordError
 from act.params import RoleParams, RolesParams, load_params
 from act.roles import build_role
-from act.roles.checks import CHECK_SET, JudgeCheckError, check_classifier, load_check_set, require_valid
+from act.metrics.checks import CHECK_SET, JudgeCheckError, check_classifier, load_check_set, require_valid
 from act.roles.offline import SurfaceClassifier
 
 STYLES = {"q_final", "interrogative_no_qmark", "question_with_examples", "question_mid_turn", "multiple_choice",

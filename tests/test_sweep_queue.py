@@ -23,7 +23,7 @@ def test_jobs_parses_and_defaults_to_one():
 
 
 def test_exp_run_cmd_queues_or_runs_at_once(tmp_path):
-    from flows.ablations import exp_run_cmd
+    from flows.experiments import exp_run_cmd
 
     (tmp_path / "params.yaml").write_text("seed: 0\ntrain: {beta: 0.1}\n")
     now = exp_run_cmd(tmp_path, "abl-s1", {"seed": 1, "train.init": "base"}, rerun=False)

@@ -40,7 +40,7 @@ def test_unknown_dataset_is_named():
 
 def test_ablation_headline_is_the_report_headline():
     from act.metrics.summary import HEADLINE
-    from flows.ablations import headline
+    from act.metrics.paired import headline
 
     table = [{"metric": f"{lvl}.{m}"} for lvl, m, _ in reversed(HEADLINE)] + [{"metric": "turn.n"}]
     assert headline(table) == [f"{lvl}.{m}" for lvl, m, _ in HEADLINE]
@@ -48,7 +48,7 @@ def test_ablation_headline_is_the_report_headline():
 
 def test_ablation_mean_std_is_the_seed_summary():
     from act.metrics.summary import combine_seeds
-    from flows.ablations import summarize
+    from act.metrics.paired import summarize
 
     values = [0.25, 0.5, 1.0]
     (row,) = summarize([{"method": "act", "seed": i, "metric": "action.accuracy", "value": v}

@@ -46,6 +46,11 @@ table, `act show` and the ablation table all show these (where the data has them
 HEADLINE_KEYS: tuple[str, ...] = tuple(f"{level}.{metric}" for level, metric, _ in HEADLINE)
 """The same as dotted names, as flattened metrics spell them."""
 
+ABLATION_METRICS: tuple[str, ...] = ("action.macro_f1", "action.clarify_f1", "turn.answer_score", "trajectory.score",
+                                     "trajectory.success_rate")
+"""The metrics a sweep compares: the ablation plot draws them (where the table has them) and the
+ablation markdown shows their paired ACT - method differences (the CSVs hold every metric)."""
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; 0.0 for a single value) over seeds."""

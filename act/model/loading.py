@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from act.roles.base import Message
+from act.records import Message
 
 if TYPE_CHECKING:
     from act.params import LoraParams

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from act.errors import ParamsError
-from act.roles.base import Message
+from act.records import Message
 
 
 def check_vllm(*, capability=None) -> None:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
 from act.actions import Action
-
-Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+from act.records import Message
 
 
 @dataclass(frozen=True)

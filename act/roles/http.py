@@ -44,7 +44,8 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
-from act.roles.base import Message, UsageCounter
+from act.records import Message
+from act.roles.base import UsageCounter
 from act.roles.cache import CallCache, Completion, call_key, complete_through_cache
 
 log = logging.getLogger("act.roles.http")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Sequence
 
-from act.roles.base import Message, UsageCounter
+from act.records import Message
+from act.roles.base import UsageCounter
 from act.roles.cache import CallCache, Completion, call_key, complete_through_cache
 
 

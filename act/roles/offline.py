@@ -3,7 +3,7 @@
 - `SurfaceClassifier`: the action a response takes, read from its surface form (SQL or a plain
   statement answers; a question, an opener such as "are you looking for" without "?", or a
   request such as "please specify ..." clarifies). Its error rate is measured on the labelled
-  check set `data/checks/classifier.jsonl` (`act.roles.checks`).
+  check set `data/checks/classifier.jsonl` (`act.metrics.checks`).
 - `OracleSimulator`: the simulated user replies with the dataset's recorded clarification answer,
   or restates its hidden intent when the dataset has none.
 - `TemplateRejecter`: writes the losing side by taking the opposite action: the gold final

@@ -16,7 +16,8 @@ from typing import Any, Protocol, Sequence
 
 from act.actions import Action
 from act.roles import offline
-from act.roles.base import ClassifyItem, Message, RejectItem, SimulateItem, UsageCounter
+from act.records import Message
+from act.roles.base import ClassifyItem, RejectItem, SimulateItem, UsageCounter
 
 log = logging.getLogger("act.roles")
 

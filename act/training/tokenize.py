@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from act.chat import common_prefix
-from act.roles.base import Message
+from act.records import Message
 
 
 def _ids(tokenizer, messages: Sequence[Message], **kwargs) -> list[int]:
