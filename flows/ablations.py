@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from prefect import flow, get_run_logger, task
 
+from flows.display import ablations_name, ablations_run_name
 from flows.methods import METHODS, Method  # noqa: F401  (Method: the type of METHODS' values)
 
 
@@ -417,7 +418,7 @@ def write_reports(out_dir: Path, table: list[dict[str, Any]], markdown: str, met
     return files
 
 
-@flow(name="act-ablations", log_prints=True)
+@flow(name="act-ablations", flow_run_name=ablations_run_name, log_prints=True)
 def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: Sequence[int] = (0, 1, 2),
               metrics_file: str = "metrics/evaluate.json", out_dir: str = "reports", rerun: bool = False,
               extra_overrides: dict[str, Any] | None = None, jobs: int = 1) -> dict[str, Any]:
@@ -458,7 +459,8 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
                 rows.append({"method": m, "seed": entry["seed"], "metric": metric, "value": value})
 
     tags = {"act.methods": ",".join(methods), "act.seeds": ",".join(map(str, seeds))}
-    with parent_run(params, "ablations", root=root_path, tags=tags) as summary:
+    run_name = ablations_name(root_path, methods, seeds)
+    with parent_run(params, "ablations", root=root_path, tags=tags, run_name=run_name) as summary:
         try:
             shared = {"MLFLOW_TRACKING_URI": uri}
             if summary.run_id:
