@@ -105,11 +105,14 @@ def show(root: str, metrics_file: str, *, every: bool = False) -> int:
     if not path.exists():
         print(f"{path}: no metrics yet (run `dvc repro` or `act run`)", file=sys.stderr)
         return 1
+    print(f"## Workspace: {metrics_file} (the last `dvc repro` / `act run` here), one row per policy\n")
     print(headline_table(json.loads(path.read_text(encoding="utf-8"))))
     table = Path(root) / "reports" / "ablations.md"
     if table.exists():
-        print("\n" + table.read_text(encoding="utf-8"))
+        print("\n## Ablations: reports/ablations.md (the last `act ablate`), one row per method over seeds\n")
+        print(table.read_text(encoding="utf-8").removeprefix("# Ablations\n").lstrip("\n"))
     return 0
+
 
 
 def run(root: str, args: argparse.Namespace) -> int:
