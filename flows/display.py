@@ -131,9 +131,9 @@ def heartbeat(beat: Callable[[float], None], every: float = HEARTBEAT_S) -> Iter
 
 def still_running(logger, name: str, every: float = HEARTBEAT_S):
     """The heartbeat of one stage (or experiment) `name` on the terminal, in the columns of the
-    line that ends it: `train                    running      120s  (2m00s so far; its logs: the task run)`."""
+    line that ends it: `train                    running       2m30s  (still going; its output: the task run's logs)`."""
     def beat(seconds: float) -> None:
-        say(logger, f"{name:<24} {'running':<9} {seconds:>8.0f}s  ({duration(seconds)} so far; its logs: the task run)")
+        say(logger, f"{name:<24} {'running':<9} {duration(seconds):>9}  (still going; its output: the task run's logs)")
 
     return heartbeat(beat, every)
 

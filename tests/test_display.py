@@ -57,7 +57,7 @@ def test_still_running_prints_the_stage_line(capsys):
         while not logged and time.time() < deadline:
             time.sleep(0.01)
     line = capsys.readouterr().out.splitlines()[0]
-    assert line.startswith("train ") and " running " in line and "so far" in line
+    assert line.startswith("train ") and " running " in line and "still going" in line
     assert logged[0] == line
 
 
