@@ -403,11 +403,12 @@ def prefect_server_for_run(root: str | Path = ".", timeout: float | None = None)
         if not healthy(f"{api}/health", timeout=10.0):
             raise SystemExit(f"no Prefect server answers at PREFECT_API_URL={api}: start it "
                              f"(`act ui` starts one), or unset PREFECT_API_URL")
-        yield f"Prefect server: {api} (PREFECT_API_URL)"
+        with _prefect_api(PREFECT_API_URL=api):
+            yield f"Prefect server: {api} (PREFECT_API_URL)"
         return
     state = read_state(root)
     if state:
-        with scoped_env(PREFECT_API_URL=state["prefect_api"]):
+        with _prefect_api(PREFECT_API_URL=state["prefect_api"]):
             yield f"Prefect UI: {state['prefect_url']} (act ui, pid {state['pid']})"
         return
     timeout = timeout if timeout is not None else float(os.environ.get("ACT_PREFECT_STARTUP_S", "180"))
@@ -425,8 +426,8 @@ def prefect_server_for_run(root: str | Path = ".", timeout: float | None = None)
             raise SystemExit(f"{e} (log: {logs / 'prefect-run-server.log'}); start `act ui` in another "
                              f"shell of this project and rerun `act run`") from None
         # the flow run's link names where `act ui` (default port) will show it; this server ends with the run
-        with scoped_env(PREFECT_API_URL=f"http://{host}:{port}/api",
-                  PREFECT_UI_URL=os.environ.get("PREFECT_UI_URL", "http://127.0.0.1:4200")):
+        with _prefect_api(PREFECT_API_URL=f"http://{host}:{port}/api",
+                          PREFECT_UI_URL=os.environ.get("PREFECT_UI_URL", "http://127.0.0.1:4200")):
             try:
                 yield ("no `act ui` running: this run goes to a Prefect server of its own, on the project's "
                        ".prefect/ database; `act ui` shows it afterwards")
@@ -468,9 +469,32 @@ def on_project_server(root: str | Path = ".") -> Iterator[str]:
 
 
 def run_on_project_server(root: str | Path, flow, /, **kwargs):
-    """`flow(**kwargs)` inside `on_project_server(root)`; returns its result."""
+    """`flow(**kwargs)` inside `on_project_server(root)`; returns its result. `flow` is a flow or,
+    better, its "module:name" (e.g. "flows.ablations:ablations"), imported inside the block, after
+    the logging settings of `prefect_logging_env` are in place."""
     with on_project_server(root):
+        if isinstance(flow, str):
+            import importlib
+
+            module, _, name = flow.partition(":")
+            flow = getattr(importlib.import_module(module), name)
         return flow(**kwargs)
+
+
+@contextlib.contextmanager
+def _prefect_api(**values: str) -> Iterator[None]:
+    """Point Prefect at a server for the block (PREFECT_API_URL, PREFECT_UI_URL). Prefect reads
+    its settings from the environment once, when it is imported: the environment serves a block
+    that imports it; when it is imported already, its settings are overridden for the block too
+    (without that, its flows would go to a temporary server of their own)."""
+    with scoped_env(**values):
+        if "prefect" not in sys.modules:
+            yield
+            return
+        import prefect.settings as ps
+
+        with ps.temporary_settings(updates={getattr(ps, k): v for k, v in values.items()}):
+            yield
 
 
 def _drain_prefect_logs() -> None:
