@@ -36,7 +36,7 @@ def mlflow_api(base: str, path: str, body: dict | None = None) -> dict:
 
 def close_side_panel(page) -> None:
     """MLflow 3 opens a chat side panel on a fresh browser profile: close it if it is there."""
-    button = page.locator("[aria-label*='Close' i]").first
+    button = page.locator("[aria-label*='Close' i]:visible").first  # not the search box's hidden clear icon
     if button.count():
         button.click(timeout=3000)
         page.wait_for_timeout(500)
