@@ -48,13 +48,35 @@ def bars() -> bool:
     return mode() == "bar"
 
 
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+"""The environment that keeps the hub, transformers ("Loading weights", "Writing model shards")
+and `datasets` ("Saving the dataset") from drawing bars in a process started with it: what a
+flow gives the stages it runs, whose output goes to a log, never a terminal."""
+
+LIBRARY_WARNINGS = r"(transformers|trl|peft|accelerate|datasets|torch)(\..*)?$"
+"""Modules whose FutureWarnings (deprecations inside the libraries, e.g. transformers'
+`is_gradient_checkpointing`, that a user of this project cannot act on) are not shown off a terminal."""
+
+
 def quiet_libraries() -> None:
-    """Without bars, no `datasets` / hub / transformers bars either. Works before and after
-    those libraries are imported (environment variables for later imports, their switches now)."""
+    """Without bars, no `datasets` / hub / transformers bars either, and no FutureWarnings the
+    libraries raise about themselves. Works before and after those libraries are imported: the
+    hub's own switch (which transformers reads when it is imported, and `HF_HUB_DISABLE_PROGRESS_BARS`
+    cannot change once the hub is imported), the environment for `datasets`, and the switches of
+    whatever is imported already."""
     if bars():
         return
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import warnings
+
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=LIBRARY_WARNINGS)
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:  # pragma: no cover - every model stage has the hub
+        pass
+    else:
+        disable_progress_bars()
     if "datasets" in sys.modules:
         import datasets
 

@@ -88,11 +88,30 @@ def plot_confusion(rows: Sequence[dict], policies: Sequence[str], path: Path) ->
     return path
 
 
-def unit_error_bars(means: Sequence[float], stds: Sequence[float]) -> list[list[float]]:
-    """matplotlib's asymmetric `yerr` ([below], [above]) for scores in [0, 1]: the std, cut so a
-    bar never reaches below 0 or above 1."""
-    return [[min(s, max(0.0, v)) for v, s in zip(means, stds)],
-            [min(s, max(0.0, 1.0 - v)) for v, s in zip(means, stds)]]
+SIGNED = frozenset({"informedness"})
+"""Metrics that live in [-1, 1] rather than [0, 1]: informedness (Youden's J) is below 0 when a
+policy's actions are worse than chance."""
+
+
+def metric_range(key: str) -> tuple[float, float]:
+    """The range a headline metric lives in (`key` as `level.metric` or `metric`)."""
+    return (-1.0, 1.0) if key.rsplit(".", 1)[-1] in SIGNED else (0.0, 1.0)
+
+
+def unit_error_bars(means: Sequence[float], stds: Sequence[float],
+                    ranges: Sequence[tuple[float, float]] | None = None) -> list[list[float]]:
+    """matplotlib's asymmetric `yerr` ([below], [above]): the std, cut so a bar never leaves the
+    range its metric lives in (`ranges`, one per bar; default [0, 1] for all)."""
+    ranges = ranges or [(0.0, 1.0)] * len(means)
+    return [[min(s, max(0.0, v - lo)) for v, s, (lo, _) in zip(means, stds, ranges)],
+            [min(s, max(0.0, hi - v)) for v, s, (_, hi) in zip(means, stds, ranges)]]
+
+
+def value_limits(values: Sequence[float], top: float) -> tuple[float, float]:
+    """y limits showing every bar: 0 to `top`, reaching below 0 (with room for a label) when a
+    value is negative, so a negative informedness is drawn as a bar below the axis, not cut off."""
+    low = min([0.0, *values])
+    return (low - 0.08 if low < 0 else 0.0), top
 
 
 def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
@@ -102,14 +121,19 @@ def plot_metric_bars(metrics: dict[str, dict], path: Path) -> Path:
     shown = [(lvl, m, lab) for lvl, m, lab in HEADLINE if any(m in metrics[p].get(lvl, {}) for p in policies)]
     width = 0.8 / max(1, len(policies))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(shown) + 2), 3.8))
+    ranges = [metric_range(m) for _, m, _ in shown]
+    drawn: list[float] = []
     for k, policy in enumerate(policies):
         vals = [metrics[policy].get(lvl, {}).get(m, 0.0) for lvl, m, _ in shown]
         errs = [metrics[policy].get(lvl, {}).get(f"{m}_std", 0.0) for lvl, m, _ in shown]
         xs = [i + (k - (len(policies) - 1) / 2) * width for i in range(len(shown))]
-        bars = ax.bar(xs, vals, width, yerr=unit_error_bars(vals, errs) if any(errs) else None, capsize=3, label=policy)
+        yerr = unit_error_bars(vals, errs, ranges) if any(errs) else None
+        bars = ax.bar(xs, vals, width, yerr=yerr, capsize=3, label=policy)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=7, padding=1)
+        drawn += [v - (yerr[0][i] if yerr else 0.0) for i, v in enumerate(vals)]
     ax.set_xticks(range(len(shown)), [lab for _, _, lab in shown], rotation=20, ha="right")
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(*value_limits(drawn, 1.08))
+    ax.axhline(0.0, color="#444", linewidth=0.8)
     ax.set_ylabel("score")
     ax.legend(title="policy", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Evaluation by level and policy")
@@ -267,7 +291,7 @@ def metric_label(key: str) -> str:
 def ablation_bars(table: Sequence[dict[str, Any]], methods: Sequence[str]) -> tuple[list[str], list[str], dict]:
     """What the ablation plot draws: (metrics shown, metrics left out as 0 for every method,
     {method: (means, error below, error above)}). The error bars are the seed std cut to the
-    [0, 1] a score lives in: never below 0, never above 1."""
+    range the metric lives in (`metric_range`: [0, 1], informedness [-1, 1])."""
     by = {(r["method"], r["metric"]): r for r in table}
     present = list(dict.fromkeys(r["metric"] for r in table))
     wanted = [m for m in ABLATION_METRICS if m in present] or [m for m in HEADLINE_KEYS if m in present] or present
@@ -277,7 +301,7 @@ def ablation_bars(table: Sequence[dict[str, Any]], methods: Sequence[str]) -> tu
     for m in methods:
         means = [by[(m, k)]["mean"] if (m, k) in by else 0.0 for k in shown]
         stds = [by[(m, k)]["std"] if (m, k) in by else 0.0 for k in shown]
-        low, high = unit_error_bars(means, stds)
+        low, high = unit_error_bars(means, stds, [metric_range(k) for k in shown])
         bars[m] = (means, low, high)
     return shown, flat, bars
 
@@ -294,10 +318,11 @@ def plot_ablations(table: Sequence[dict[str, Any]], methods: Sequence[str], path
         xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(shown))]
         ax.bar(xs, means, width, yerr=[low, high], capsize=2, label=m)
     ax.set_xticks(range(len(shown)), [metric_label(k) for k in shown])
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(*value_limits([v - lo for means, low, _ in bars.values() for v, lo in zip(means, low)], 1.05))
+    ax.axhline(0.0, color="#444", linewidth=0.8)
     ax.set_ylabel("score (mean over seeds)")
     ax.legend(title="method", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("ACT ablations: mean, error bars = seed std (cut to [0, 1])")
+    ax.set_title("ACT ablations: mean, error bars = seed std (cut to the metric's range)")
     if flat:
         ax.text(0.0, -0.16, "0 for every method, not drawn: " + ", ".join(metric_label(k) for k in flat),
                 transform=ax.transAxes, fontsize=8, color="#555", va="top")
@@ -429,8 +454,48 @@ def _samples(rows: Sequence[dict], policies: Sequence[str], per_policy: int) -> 
     return "\n".join(out)
 
 
+def provenance(params: Any, seeds: Sequence[int] = (), cwd: str | Path | None = None) -> dict[str, Any]:
+    """What the report states it came from: the commit, that commit's date (not the wall clock: a
+    rerun at the same commit writes the same bytes, and the report is a DVC output), the seeds
+    and every param (flattened, secrets masked as for MLflow)."""
+    import subprocess
+
+    from act.tracking import flatten, git_commit, redact
+
+    commit = git_commit(cwd)
+    date = ""
+    if commit:
+        try:
+            date = subprocess.run(["git", "show", "-s", "--format=%cI", commit], capture_output=True, text=True,
+                                  timeout=5, cwd=cwd).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            date = ""
+    flat = redact({k: v for k, v in flatten(params).items()}) if params is not None else {}
+    return {"commit": commit or "unknown (not a git checkout)", "date": date or "unknown",
+            "seed": flat.get("seed", ""), "seeds": ", ".join(map(str, seeds)), "params": flat}
+
+
+def _provenance(prov: dict[str, Any] | None) -> str:
+    """The report's header lines: commit, date, seeds, and every param in a folded table."""
+    if not prov:
+        return ""
+    e = html.escape
+    head = (f"<p class=meta>commit <code>{e(str(prov.get('commit', '')))}</code> &middot; committed "
+            f"{e(str(prov.get('date', '')))} &middot; seed {e(str(prov.get('seed', '')))}"
+            + (f" &middot; evaluation seeds {e(str(prov['seeds']))}" if prov.get("seeds") else "") + "</p>")
+    params = prov.get("params") or {}
+    if not params:
+        return head
+    cells = "".join(f"<tr><td class=l>{e(str(k))}</td><td class=l>{e(str(v))}</td></tr>" for k, v in params.items())
+    return head + (f"<details><summary class=meta>params ({len(params)} keys, params.yaml with overrides)</summary>"
+                   f"<table>{cells}</table></details>")
+
+
 def write_html(metrics: dict[str, dict], rows: Sequence[dict], plots: Sequence[str | Path], path: str | Path, *,
-               title: str = "ACT evaluation", dataset: str = "", samples: int = 4) -> Path:
+               title: str = "ACT evaluation", dataset: str = "", samples: int = 4,
+               provenance: dict[str, Any] | None = None) -> Path:
+    """The report page. `provenance` (see `provenance()`) adds commit, date, seeds and params
+    under the title."""
     images = []
     for p in plots:
         data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
@@ -439,6 +504,7 @@ def write_html(metrics: dict[str, dict], rows: Sequence[dict], plots: Sequence[s
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p class=meta>dataset: {html.escape(dataset)} &middot; policies: {html.escape(', '.join(metrics))}</p>"
+        f"{_provenance(provenance)}"
         f"<h2>Metrics</h2>{_table(metrics)}<h2>Plots</h2>{''.join(images)}"
         f"<h2>Sampled conversations: gold vs policy</h2>{_samples(rows, list(metrics), samples)}"
         "</body></html>\n"

@@ -324,13 +324,15 @@ def lineage_tags(stage: str, params: Params, tags: dict[str, str]) -> dict[str, 
     dvc_stage = os.environ.get("DVC_STAGE", "")
     item = dvc_stage.partition("@")[2]
     dataset = tags.get("dataset") or (item if item in BENCHMARKS else params.dataset)
+    commit = git_commit()
     out = {
         "act.stage": stage,
         "act.dvc_stage": dvc_stage or stage,
         "act.dataset": dataset,
         "act.method": os.environ.get("ACT_METHOD", "act"),
         "act.seed": os.environ.get("ACT_SEED", str(params.seed)),
-        "git.commit": git_commit(),
+        "git.commit": commit,
+        "mlflow.source.git.commit": commit,
     }
     if os.environ.get("DVC_EXP_NAME"):
         out["dvc.exp"] = os.environ["DVC_EXP_NAME"]
@@ -465,19 +467,25 @@ def stage_run(stage: str, params: Params, section: Any, tags: dict[str, str] | N
 
 
 @contextlib.contextmanager
-def parent_run(params: Params, name: str, *, root: str | Path, tags: dict[str, str] | None = None) -> Iterator[Tracker]:
-    """A flow's MLflow run (`pipeline`, `ablations`), nested under $ACT_PARENT_RUN_ID when a
-    sweep set it. Stage runs nest under it through the ACT_PARENT_RUN_ID the flow passes on
-    (`tracker.run_id`). NullRun when tracking is off. Ends like `stage_run`."""
+def parent_run(params: Params, name: str, *, root: str | Path, tags: dict[str, str] | None = None,
+               run_name: str | None = None) -> Iterator[Tracker]:
+    """A flow's MLflow run (`act.stage` tag `name`: `pipeline`, `ablations`), nested under
+    $ACT_PARENT_RUN_ID when a sweep set it. Stage runs nest under it through the ACT_PARENT_RUN_ID
+    the flow passes on (`tracker.run_id`). `run_name` (default `name`) is what the runs table
+    shows: flows pass one a person can tell apart (targets, method and seed, commit). The commit
+    is tagged both as `git.commit` and as MLflow's own `mlflow.source.git.commit` (the UI shows
+    that one). NullRun when tracking is off. Ends like `stage_run`."""
     if not tracking_enabled(params):
         yield NullRun()
         return
     uri = tracking_uri(root)
     client, exp_id = _open(params, uri)
-    all_tags = {"act.stage": name, "git.commit": git_commit(root), **_process_tags(), **(tags or {})}
+    commit = git_commit(root)
+    all_tags = {"act.stage": name, "git.commit": commit, "mlflow.source.git.commit": commit, **_process_tags(),
+                **(tags or {})}
     if os.environ.get("ACT_PARENT_RUN_ID"):
         all_tags["mlflow.parentRunId"] = os.environ["ACT_PARENT_RUN_ID"]
-    run = client.create_run(exp_id, run_name=name,
+    run = client.create_run(exp_id, run_name=run_name or name,
                             tags={mlflow_key(k): redact(str(v)) for k, v in all_tags.items()})
     with _run_lifetime(client, run.info.run_id):
         yield MlflowRun(client, run.info.run_id, uri)

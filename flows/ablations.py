@@ -31,6 +31,7 @@ from prefect import flow, get_run_logger, task
 
 from act.metrics.paired import paired, summarize
 from act.tables import paired_markdown, policy_figures, relabel_markdown, to_markdown, write_reports
+from flows.display import ablations_name, ablations_run_name
 from flows.experiments import (RUN_FILES, _dvc_env, _exp_commits, exp_name, exp_run_cmd, find_exp_ref,
                                head_commit, queue_status, read_exp_metrics, save_runs)
 from flows.methods import METHODS, Method  # noqa: F401  (Method: the type of METHODS' values)
@@ -113,7 +114,7 @@ def run_queue(root: str, plan: dict[str, dict[str, Any]], env: dict[str, str], r
     return {**states, **{name: "ran" for name in todo}}
 
 
-@flow(name="act-ablations", log_prints=True)
+@flow(name="act-ablations", flow_run_name=ablations_run_name, log_prints=True)
 def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: Sequence[int] = (0, 1, 2),
               metrics_file: str = "metrics/evaluate.json", out_dir: str = "reports", rerun: bool = False,
               extra_overrides: dict[str, Any] | None = None, jobs: int = 1, pool: str | None = None,
@@ -160,7 +161,8 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
                 rows.append({"method": m, "seed": entry["seed"], "metric": metric, "value": value})
 
     tags = {"act.methods": ",".join(methods), "act.seeds": ",".join(map(str, seeds))}
-    with parent_run(params, "ablations", root=root_path, tags=tags) as summary:
+    run_name = ablations_name(root_path, methods, seeds)
+    with parent_run(params, "ablations", root=root_path, tags=tags, run_name=run_name) as summary:
         try:
             shared = {"MLFLOW_TRACKING_URI": uri}
             if summary.run_id:

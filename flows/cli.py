@@ -95,40 +95,22 @@ def show(root: str, metrics_file: str, *, every: bool = False) -> int:
     if not path.exists():
         print(f"{path}: no metrics yet (run `dvc repro` or `act run`)", file=sys.stderr)
         return 1
+    print(f"## Workspace: {metrics_file} (the last `dvc repro` / `act run` here), one row per policy\n")
     print(headline_table(json.loads(path.read_text(encoding="utf-8"))))
     table = Path(root) / "reports" / "ablations.md"
     if table.exists():
-        print("\n" + table.read_text(encoding="utf-8"))
+        print("\n## Ablations: reports/ablations.md (the last `act ablate`), one row per method over seeds\n")
+        print(table.read_text(encoding="utf-8").removeprefix("# Ablations\n").lstrip("\n"))
     return 0
 
 
-def prefect_logging_env() -> None:
-    """Before prefect is imported: flow and task run logs (each stage's `dvc repro` output) at
-    INFO reach the Prefect API and its UI, while Prefect prints nothing on the terminal but
-    critical errors (`act run` prints its own line per stage, and a failure's message once,
-    without Prefect's traceback of it). Any of these set in the environment wins."""
-    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
-    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
 
 def run(root: str, args: argparse.Namespace) -> int:
-    """`act run`: the pipeline flow on the Prefect server `flows.servers.prefect_server_for_run`
+    """`act run`: the pipeline flow on the Prefect server `flows.servers.on_project_server`
     picks (PREFECT_API_URL, else the project's `act ui`, else one started for the run)."""
-    import signal
-    import threading
+    from flows.servers import on_project_server
 
-    from flows.servers import prefect_server_for_run
-
-    def stop(signum, frame):  # SIGTERM unwinds like Ctrl-C: a server started for the run stops too
-        raise SystemExit(128 + signum)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-    prefect_logging_env()
-    with prefect_server_for_run(root) as where:
-        print(where, flush=True)
+    with on_project_server(root):
         from flows.pipeline import pipeline
 
         try:
@@ -145,20 +127,36 @@ def run(root: str, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `act` command. Any failure is one line on stderr (`act.errors.run_cli`: `error: ...`,
+    exit 1; 130 on Ctrl-C), the traceback only with --debug or ACT_DEBUG=1. Returns the exit code."""
+    from act.errors import run_cli
+
+    try:
+        run_cli(lambda: _main(argv))
+    except SystemExit as e:  # run_cli exits with the verb's code; a refusal's message is printed here
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     root = os.path.abspath(args.root)
     if args.verb == "run":
         return run(root, args)
     if args.verb == "ablate":
-        from flows.ablations import ablations
+        from flows.servers import run_on_project_server
 
         import yaml
 
         # values read as YAML, as `dvc exp run -S` and the stages' -S read them ("48" is a number)
         overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
-        out = ablations(root=root, methods=args.methods, seeds=args.seeds, metrics_file=args.metrics_file,
-                        out_dir=args.out, rerun=args.rerun, extra_overrides=overrides, jobs=args.jobs,
-                        pool=args.pool, remote=args.remote, stale_s=args.stale_s)
+        out = run_on_project_server(root, "flows.ablations:ablations", root=root, methods=args.methods,
+                                    seeds=args.seeds, metrics_file=args.metrics_file, out_dir=args.out,
+                                    rerun=args.rerun, extra_overrides=overrides, jobs=args.jobs,
+                                    pool=args.pool, remote=args.remote, stale_s=args.stale_s)
         print(out["markdown"])
         return 0
     if args.verb == "worker":
@@ -171,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_ui(root=root, host=args.host, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
     if args.verb == "serve":
-        from flows.servers import serve_pipeline
+        from flows.servers import prefect_logging_env, serve_pipeline
 
         prefect_logging_env()
 

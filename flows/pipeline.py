@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 from prefect import flow, get_run_logger, task
 
+from flows.display import announce_flow_run, log_noise, pipeline_name, pipeline_run_name, say, still_running
+
 
 @dataclass(frozen=True)
 class DagStage:
@@ -115,7 +117,9 @@ def calls_external_api(stage: DagStage, params: Any) -> bool:
 
 def _command_env(extra: dict[str, str]) -> dict[str, str]:
     """The stage commands say `python -m stages.x`: make `python` and `dvc` this interpreter's."""
-    env = dict(os.environ)
+    from act.progress import QUIET_ENV
+
+    env = {**QUIET_ENV, **os.environ}  # the stage's output goes to the task's logs: no bars
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.update({k: v for k, v in extra.items() if v is not None})
@@ -139,7 +143,7 @@ def repro_stage(stage: str, root: str, env: dict[str, str], force: bool = False)
         for line in proc.stdout:
             line = line.rstrip()
             lines.append(line)
-            if line:
+            if line and not log_noise(line):
                 logger.info(line)
         rc = proc.wait()
     except BaseException:
@@ -249,15 +253,24 @@ def _markdown(results: list[dict[str, Any]], metrics: dict[str, Any], parent: st
     return "\n".join(lines) + "\n"
 
 
-def _say(logger, line: str) -> None:
-    """A progress line on the terminal of `act run` (stdout, not through `print`, which the flow
-    sends to its logs) and in the flow run's logs."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-    logger.info(line)
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """What the parent run logs: the headline metrics per policy of the evaluate stage
+    (`act.metrics.summary.HEADLINE`) as `<policy>/<level>.<metric>` (MLflow's chart view groups
+    them by policy). Each stage's full metrics live on its own child run (and in pipeline.json)."""
+    from act.metrics.summary import HEADLINE
+
+    out: dict[str, float] = {}
+    for policy, levels in (metrics.get("evaluate") or {}).items():
+        if not isinstance(levels, dict):
+            continue
+        for level, key, _ in HEADLINE:
+            value = (levels.get(level) or {}).get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"{policy}/{level}.{key}"] = float(value)
+    return out
 
 
-@flow(name="act-pipeline", log_prints=True)
+@flow(name="act-pipeline", flow_run_name=pipeline_run_name, log_prints=True)
 def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[str] | None = None,
              force: bool = False, method: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """Run the DVC DAG stage by stage; returns per-stage state/timing, the parent run id and
@@ -272,13 +285,7 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     params = load_params(root_path / params_file)
     stages = dag(root_path, targets)
     logger.info("DAG: %s", " -> ".join(s.name for s in stages))
-    try:
-        from prefect.runtime import flow_run as current
-
-        if current.ui_url:
-            _say(logger, f"flow run: {current.ui_url}")
-    except Exception:  # no UI address known (e.g. an unusual server setup): nothing to show
-        pass
+    announce_flow_run(logger)
 
     env = {"MLFLOW_TRACKING_URI": tracking_uri(root_path),
            "ACT_METHOD": method or os.environ.get("ACT_METHOD") or "act",
@@ -291,7 +298,8 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
     except Exception:
         pass
     results: list[dict[str, Any]] = []
-    with parent_run(params, "pipeline", root=root_path, tags=tags) as parent:
+    run_name = pipeline_name(root_path, params_file, targets, env["ACT_METHOD"], env["ACT_SEED"])
+    with parent_run(params, "pipeline", root=root_path, tags=tags, run_name=run_name) as parent:
         if parent.run_id:
             env["ACT_PARENT_RUN_ID"] = parent.run_id
         else:
@@ -305,19 +313,20 @@ def pipeline(root: str = ".", params_file: str = "params.yaml", targets: list[st
                                    timeout_seconds=params.tracking.timeout_s)
                 t0 = time.time()
                 try:
-                    results.append(repro_stage.with_options(**options)(st.name, str(root_path), env, force))
+                    with still_running(logger, st.name):
+                        results.append(repro_stage.with_options(**options)(st.name, str(root_path), env, force))
                 except Exception:
-                    _say(logger, f"{st.name:<24} {'failed':<9} {time.time() - t0:>8.1f}s  (its logs: the task run)")
+                    say(logger, f"{st.name:<24} {'failed':<9} {time.time() - t0:>8.1f}s  (its logs: the task run)")
                     raise
                 r = results[-1]
-                _say(logger, f"{r['stage']:<24} {r['state']:<9} {r['seconds']:>8.1f}s  [{len(results)}/{len(stages)}]")
+                say(logger, f"{r['stage']:<24} {r['state']:<9} {r['seconds']:>8.1f}s  [{len(results)}/{len(stages)}]")
                 if parent.run_id and results[-1]["state"] == "ran":
                     parent.tag_from_lock(root_path / "dvc.lock", st.name)
         finally:
             metrics = read_metrics(root_path, stages)
             parent.log_params({"seed": params.seed, "dataset": params.dataset,
                                "targets": ",".join(targets or []) or "all"})
-            parent.log_metrics({**metrics, "seconds": {r["stage"]: r["seconds"] for r in results}})
+            parent.log_metrics(headline_metrics(metrics))
             parent.log_dict({"stages": results, "metrics": metrics}, "pipeline.json")
     rows = headline(metrics)
     create_markdown_artifact(key="act-pipeline", markdown=_markdown(results, metrics, parent.run_id),

@@ -1,11 +1,17 @@
 """Take the screenshots in docs/ with Playwright driving a local Chromium (no browser download).
 
-    python scripts/screenshots.py --mlflow http://127.0.0.1:5077 --dvc-page .cache/dvc_plots/index.html \
-        --report reports/evaluate.html --out docs
+    python scripts/screenshots.py --prefect http://127.0.0.1:4200 --mlflow http://127.0.0.1:5000 \
+        --dvc-page .cache/dvc_plots/index.html --report reports/evaluate.html --out docs
 
-`scripts/screenshots.sh` installs Playwright in its own venv, starts the MLflow server and renders
-the DVC page, then runs this. It talks to MLflow over its REST API only, so it needs nothing of the
-project's own environment. Not a test dependency.
+`scripts/screenshots.sh` installs Playwright in its own venv, finds the running `act ui` (or starts
+an MLflow server) and renders the DVC page, then runs this. It talks to Prefect and MLflow over
+their REST APIs only, so it needs nothing of the project's own environment. Not a test dependency.
+
+Prefect (`--prefect`): `prefect-sweep.png`, the newest `act-ablations` flow run (one task run per
+experiment) and `prefect-flow-run.png`, the newest `act-pipeline` run (one task run per stage).
+MLflow: `mlflow-runs.png` (the runs table, at the address `act ui` prints), `mlflow-charts.png`
+(the chart view of the `pipeline` parent runs: the headline metrics per policy) and
+`mlflow-compare.png` (two runs of one stage compared).
 """
 
 from __future__ import annotations
@@ -30,19 +36,51 @@ def mlflow_api(base: str, path: str, body: dict | None = None) -> dict:
 
 def close_side_panel(page) -> None:
     """MLflow 3 opens a chat side panel on a fresh browser profile: close it if it is there."""
-    button = page.locator("[aria-label*='Close' i]").first
+    button = page.locator("[aria-label*='Close' i]:visible").first  # not the search box's hidden clear icon
     if button.count():
         button.click(timeout=3000)
         page.wait_for_timeout(500)
 
 
+def prefect_api(base: str, path: str, body: dict) -> list | dict:
+    req = urllib.request.Request(f"{base}/api/{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.load(resp)
+
+
+def prefect_shots(page, base: str, out: Path) -> None:
+    """The newest run of each flow, on its flow run page (task runs and logs)."""
+    for flow, name in (("act-ablations", "prefect-sweep.png"), ("act-pipeline", "prefect-flow-run.png")):
+        runs = prefect_api(base, "flow_runs/filter", {"flows": {"name": {"any_": [flow]}},
+                                                     "sort": "START_TIME_DESC", "limit": 1})
+        if not runs:
+            print(f"skipped {name}: no {flow} flow run on {base}")
+            continue
+        page.goto(f"{base}/runs/flow-run/{runs[0]['id']}")
+        page.wait_for_selector(f"text={runs[0]['name']}", timeout=60000)
+        page.wait_for_timeout(4000)  # the timeline and task runs load after the header
+        page.screenshot(path=str(out / name))
+        print(f"wrote {out / name} ({flow} run {runs[0]['name']!r})")
+
+
 def mlflow_shots(page, base: str, experiment: str, stage: str, out: Path) -> None:
     exp_id = mlflow_api(base, f"experiments/get-by-name?experiment_name={urllib.parse.quote(experiment)}")["experiment"]["experiment_id"]
-    page.goto(f"{base}/#/experiments/{exp_id}/runs")
+    runs_table = f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"  # what `act ui` prints
+    page.goto(runs_table)
     page.wait_for_selector("text=matching runs", timeout=60000)
     close_side_panel(page)
     page.screenshot(path=str(out / "mlflow-runs.png"))
     print(f"wrote {out / 'mlflow-runs.png'}")
+
+    # the chart view over the parent runs only: their headline metrics, grouped by policy
+    query = urllib.parse.urlencode({"compareRunsMode": "CHART", "searchFilter": "tags.`act.stage` = 'pipeline'"})
+    page.goto(f"{runs_table}&{query}")
+    page.wait_for_selector("text=matching runs", timeout=60000)
+    close_side_panel(page)
+    page.wait_for_timeout(4000)  # charts draw after the table
+    page.screenshot(path=str(out / "mlflow-charts.png"))
+    print(f"wrote {out / 'mlflow-charts.png'}")
 
     runs = mlflow_api(base, "runs/search", {
         "experiment_ids": [exp_id], "max_results": 2, "order_by": ["attributes.start_time DESC"],
@@ -80,6 +118,7 @@ def main() -> None:
     p.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"),
                    help="Chromium executable (default: chromium on PATH)")
     p.add_argument("--mlflow", help="MLflow server URL (skip the MLflow shots when absent)")
+    p.add_argument("--prefect", help="Prefect server URL, e.g. `act ui`'s (skip the Prefect shots when absent)")
     p.add_argument("--experiment", default="act")
     p.add_argument("--compare-stage", default="train", help="compare the two newest finished runs of this stage")
     p.add_argument("--dvc-page", type=Path, help="index.html of `dvc plots diff`")
@@ -92,6 +131,8 @@ def main() -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": WIDTH, "height": 1000})
+        if args.prefect:
+            prefect_shots(page, args.prefect, args.out)
         if args.mlflow:
             mlflow_shots(page, args.mlflow, args.experiment, args.compare_stage, args.out)
         if args.dvc_page:

@@ -146,7 +146,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
             plots = report_mod.write_plots(metrics, rows, train_history, tmp)
             report_mod.write_plot_data(metrics, rows, train_history, tmp)
             report_mod.write_html(metrics, rows, plots, report, title=f"ACT evaluation: {dataset}",
-                                  dataset=dataset, samples=ev.samples)
+                                  dataset=dataset, samples=ev.samples, provenance=report_mod.provenance(params, ev.seeds))
         tracker.finish(metrics, metrics_path, artifacts=((report, "report"), (plots_dir, "plots")))
         log.info("evaluate: %d policies x %d seeds x %d records in %.1f s (usage %s)", len(ev.policies),
                  len(ev.seeds), len(records), time.monotonic() - started,

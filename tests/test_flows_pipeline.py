@@ -85,6 +85,12 @@ def test_pipeline_flow_on_the_project_dag(repo_copy, monkeypatch, prefect_harnes
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("act.stage") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # the parent holds the headline metrics only (<policy>/<level>.<metric>), not every stage's figures again
+    from act.metrics.summary import HEADLINE_KEYS
+
+    parent_metrics = parents[0].data.metrics
+    assert all(k.partition("/")[2] in HEADLINE_KEYS for k in parent_metrics), sorted(parent_metrics)
+    assert parent_metrics or "evaluate" not in present
     children = {r.data.tags["act.dvc_stage"]: r for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
     assert sorted(children) == sorted(expected)

@@ -117,3 +117,31 @@ def test_a_burst_of_updates_gives_one_line_not_one_per_step(monkeypatch, caplog)
             for _ in range(4):
                 bar.update(1)
     assert [r.getMessage().split(" |")[0] for r in caplog.records] == ["evaluate base seed 0 4/4 (100%)"]
+
+
+def test_without_bars_weight_loading_bars_are_off_even_when_the_hub_was_imported_first():
+    """The hub reads HF_HUB_DISABLE_PROGRESS_BARS once, when imported, and transformers takes its
+    bar switch from the hub when *it* is imported: an environment variable set in between changes
+    nothing. In a fresh process (imports in the order a stage makes them), off a terminal."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import huggingface_hub, warnings\n"
+            "from act.progress import quiet_libraries\n"
+            "quiet_libraries()\n"
+            "import transformers\n"
+            "from transformers.utils import logging as tl\n"
+            "print(tl.is_progress_bar_enabled())\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('default')\n"
+            "    quiet_libraries()\n"
+            "    warnings.warn_explicit('x is deprecated', FutureWarning, 'modeling_utils.py', 1, module='transformers.modeling_utils')\n"
+            "    warnings.warn_explicit('ours', FutureWarning, 'x.py', 1, module='act.x')\n"
+            "print([str(w.message) for w in caught])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_DISABLE", "HF_DATASETS_DISABLE"))}
+    env["ACT_PROGRESS"] = "auto"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         stdin=subprocess.DEVNULL).stdout.split("\n")
+    assert out[0] == "False"  # the "Loading weights" bar is off
+    assert out[1] == "['ours']"  # the library's deprecation is gone, the project's own warning stays

@@ -45,3 +45,62 @@ def test_html_escapes_text_and_shows_spread(tmp_path):
 @pytest.mark.parametrize("bad", [[], [{"no": "step"}]])
 def test_empty_training_log(tmp_path, bad):
     assert plot_reward_margins(bad, tmp_path / "x.png") is None
+
+
+def _ylims(monkeypatch):
+    """Record the y limits of every figure the report saves."""
+    import act.report as report
+
+    seen = []
+    save = report.save_png
+
+    def spy(fig, path):
+        seen.append(fig.axes[0].get_ylim())
+        return save(fig, path)
+
+    monkeypatch.setattr(report, "save_png", spy)
+    return seen
+
+
+def test_negative_informedness_is_drawn_below_zero(tmp_path, monkeypatch):
+    from act.report import plot_ablations, plot_metric_bars
+
+    seen = _ylims(monkeypatch)
+    metrics = {"base": {"action": {"macro_f1": 0.3, "informedness": -0.4, "informedness_std": 0.1}},
+               "act": {"action": {"macro_f1": 0.6, "informedness": 0.2}}}
+    plot_metric_bars(metrics, tmp_path / "m.png")
+    table = [{"method": "act", "metric": "action.informedness", "mean": -0.25, "std": 0.05}]  # drawn when no other
+    plot_ablations(table, ["act"], tmp_path / "a.png")
+    (low_m, high_m), (low_a, _) = seen
+    assert low_m < -0.5 and high_m >= 1.0  # the -0.4 bar and its std below it are inside the axes
+    assert low_a < -0.3
+
+
+def test_error_bars_stay_inside_each_metrics_range():
+    from act.report import unit_error_bars
+
+    below, above = unit_error_bars([-0.9, 0.05], [0.3, 0.3], [(-1.0, 1.0), (0.0, 1.0)])
+    assert below == pytest.approx([0.1, 0.05]) and above == pytest.approx([0.3, 0.3])
+
+
+def test_report_states_commit_date_seeds_and_params(tmp_path, monkeypatch):
+    import subprocess
+
+    from act.report import provenance
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=tmp_path, check=True, env={"GIT_COMMITTER_DATE": "2026-01-02T03:04:05+00:00",
+                                                  "PATH": "/usr/bin:/bin"})
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    monkeypatch.setenv("ACT_TEST_API_KEY", "sk-secret-value-123")
+    params = {"seed": 3, "train": {"beta": 0.1}, "roles": {"judge": {"url": "http://x/sk-secret-value-123"}}}
+    prov = provenance(params, [0, 1], cwd=tmp_path)
+    page = write_html(METRICS, ROWS, [], tmp_path / "r.html", dataset="ambigsql", provenance=prov).read_text()
+    assert f"commit <code>{commit}</code>" in page and "2026-01-02T03:04:05+00:00" in page
+    assert "seed 3" in page and "evaluation seeds 0, 1" in page
+    assert "train.beta</td><td class=l>0.1" in page
+    assert "sk-secret-value-123" not in page
+    again = write_html(METRICS, ROWS, [], tmp_path / "r2.html", dataset="ambigsql",
+                       provenance=provenance(params, [0, 1], cwd=tmp_path)).read_text()
+    assert again == page  # no wall-clock time: the same commit writes the same report

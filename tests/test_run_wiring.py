@@ -83,3 +83,44 @@ def test_the_artifact_shows_headline_metrics_per_policy_and_training_figures():
     md = _markdown([{"stage": "evaluate", "state": "ran", "seconds": 3.0}], metrics, "abc")
     assert "| act | 0.400 | 0.500 | 0.250 |" in md and "records" not in md  # no ingest counters
     assert headline({"ingest@ambigsql": {"records": 4}}) == []
+
+
+def _health_server():
+    """A real HTTP server on a free loopback port answering /api/health with 200 (what
+    `prefect_server_for_run` checks before it sends runs there)."""
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_flow_imported_before_the_block_still_goes_to_the_project_server(tmp_path, monkeypatch, capsys):
+    """`act ablate` imported its flow (and so prefect) before choosing the server; prefect reads
+    its settings when imported, so the environment alone sent the sweep to a temporary server of
+    its own. Inside `on_project_server`, prefect's settings name the chosen server either way."""
+    import prefect  # noqa: F401  (imported first, as `from flows.ablations import ablations` does)
+    from prefect.settings import get_current_settings
+
+    from flows.servers import run_on_project_server
+
+    server = _health_server()
+    api = f"http://127.0.0.1:{server.server_address[1]}/api"
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    try:
+        seen = run_on_project_server(tmp_path, lambda: get_current_settings().api.url)
+        by_name = run_on_project_server(tmp_path, "prefect.settings:get_current_settings")
+    finally:
+        server.shutdown()
+    assert seen == api and by_name.api.url == api
+    assert f"Prefect server: {api} (PREFECT_API_URL)" in capsys.readouterr().out

@@ -51,6 +51,9 @@ def resolve_base(base_dir: str | Path) -> str:
 def _from_pretrained(cls, base_dir: str | Path, **kwargs):
     """`cls.from_pretrained` on the base model, with its pinned revision; a hub model that cannot
     be fetched names the offline switch."""
+    from act.progress import quiet_libraries
+
+    quiet_libraries()  # off a terminal: no "Loading weights" bar, no library FutureWarnings (act.progress)
     info = base_info(base_dir)
     where = resolve_base(base_dir)
     if info.get("source") == "pretrained" and info.get("revision"):
