@@ -81,12 +81,8 @@ def run_cli(main: Callable[[], object]) -> None:
 
 def one_line(e: BaseException) -> str:
     """The message of `e` on one line; errors of our own speak for themselves, others are named."""
-    text = str(e)
-    if len(text) > 4 * MAX_MESSAGE_CHARS:
-        text = text[: 4 * MAX_MESSAGE_CHARS]
+    text = str(e)[: 4 * MAX_MESSAGE_CHARS]
     text = " ".join(text.split()) or "(no message)"
-    if len(text) > MAX_MESSAGE_CHARS:
-        text = text[: MAX_MESSAGE_CHARS - 3] + "..."
-    if isinstance(e, (RecordError, ParamsError, InputError)):
-        return text
-    return f"{type(e).__name__}: {text}"
+    if not isinstance(e, (RecordError, ParamsError, InputError)):
+        text = f"{type(e).__name__}: {text}"
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
