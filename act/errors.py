@@ -22,6 +22,23 @@ class RecordError(ValueError):
         super().__init__(f"{', '.join(where)}: {problem}")
 
 
+MAX_MESSAGE_CHARS = 2000
+"""An error line is cut here (`one_line`): a message quoting input can never flood a terminal."""
+
+
+def short(value: object, limit: int = 80) -> str:
+    """A bounded repr of `value` for error messages: nested containers, long strings and big
+    numbers are elided (`reprlib`), so a value built from YAML aliases that would take gigabytes
+    to print costs a few bytes. Never longer than `limit` characters (plus an ellipsis)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring, r.maxother, r.maxlong = limit, limit, 40
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ParamsError(ValueError):
     """A bad params.yaml: unknown key, missing key or bad value. The message names the key."""
 
@@ -64,7 +81,8 @@ def run_cli(main: Callable[[], object]) -> None:
 
 def one_line(e: BaseException) -> str:
     """The message of `e` on one line; errors of our own speak for themselves, others are named."""
-    text = " ".join(str(e).split()) or "(no message)"
-    if isinstance(e, (RecordError, ParamsError, InputError)):
-        return text
-    return f"{type(e).__name__}: {text}"
+    text = str(e)[: 4 * MAX_MESSAGE_CHARS]
+    text = " ".join(text.split()) or "(no message)"
+    if not isinstance(e, (RecordError, ParamsError, InputError)):
+        text = f"{type(e).__name__}: {text}"
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."

@@ -4,6 +4,14 @@ Every writer builds its output beside the destination under a temporary name and
 with `os.replace` only once it is complete. The temporary name carries the writer's pid
 (`.<name>.tmp-<pid>-<random>`), so a later writer of the same destination removes what a killed
 one left behind (its pid is gone) and never touches a running writer's work.
+
+Ownership. A stage replaces only what it owns: every directory `atomic_dir` writes carries a
+marker file (`OUTPUT_MARKER`, fixed content, so outputs stay byte-reproducible), and an existing
+`--out` is replaced only when it holds that marker, is an empty directory, or is an output that
+the repository's `dvc.lock` records for a stage (the rule for outputs written before markers
+existed, and for what `dvc checkout` restores). Anything else at the destination -- a user's
+corpus folder, a file, a symlink, the current directory -- stops the stage with an InputError
+naming the path, before anything is written or removed.
 """
 
 from __future__ import annotations
@@ -69,10 +77,75 @@ def clean_leftovers(dest: str | os.PathLike) -> list[Path]:
     return removed
 
 
+OUTPUT_MARKER = ".act-output"
+"""The file every output directory carries: "a stage wrote this; a stage may replace it"."""
+_MARKER_TEXT = "This directory is the output of an act-clarify stage; a later run of a stage replaces it.\n"
+
+
+def _lock_outs(start: Path) -> set[Path]:
+    """Absolute paths of the outs recorded in the nearest `dvc.lock` at or above `start`
+    (outputs from before the ownership marker count as owned when DVC records them)."""
+    for folder in (start, *start.parents):
+        lock = folder / "dvc.lock"
+        if lock.is_file():
+            break
+        if (folder / ".git").exists() or (folder / ".dvc").is_dir():
+            return set()
+    else:
+        return set()
+    import yaml
+
+    try:
+        data = yaml.load(lock.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return set()
+    outs: set[Path] = set()
+    stages = data.get("stages") if isinstance(data, dict) else None
+    for entry in (stages or {}).values():
+        for out in (entry.get("outs") or []) if isinstance(entry, dict) else []:
+            if isinstance(out, dict) and isinstance(out.get("path"), str):
+                outs.add(Path(os.path.abspath(folder / out["path"])))
+    return outs
+
+
+def owned_output(dest: Path) -> bool:
+    """True if `dest` (absolute) may be replaced by a stage: absent, an empty directory, a
+    directory holding OUTPUT_MARKER, or an out recorded in the repository's dvc.lock."""
+    if not os.path.lexists(dest):
+        return True
+    if dest.is_symlink() or not dest.is_dir():
+        return dest in _lock_outs(dest.parent) and not dest.is_symlink()
+    if (dest / OUTPUT_MARKER).is_file():
+        return True
+    with os.scandir(dest) as entries:
+        if next(entries, None) is None:
+            return True
+    return dest in _lock_outs(dest.parent)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """`path` made absolute, if a stage may write its output there; else an InputError naming
+    it (see "Ownership" above). Call it before expensive work to fail early; `atomic_dir` does."""
+    dest = Path(os.path.abspath(path))
+    cwd = Path(os.path.abspath(os.getcwd()))
+    if dest == cwd or dest in cwd.parents or dest.parent == dest:
+        raise InputError(f"output {path}: is the current directory or one above it; name a folder of its own "
+                         f"(e.g. {Path(path) / 'out'})")
+    if not owned_output(dest):
+        what = ("a symbolic link" if dest.is_symlink() else "a directory" if dest.is_dir() else "a file")
+        raise InputError(f"output {path}: {what} that no act stage wrote (no {OUTPUT_MARKER} marker, not an "
+                         "out in dvc.lock); refusing to replace it. Remove it yourself or choose another --out")
+    return dest
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory that replaces `path` only if the block succeeds."""
-    dest = Path(path)
+    """Yield a fresh temporary directory that replaces `path` only if the block succeeds.
+
+    `path` must be the stage's own (`check_output_path`): checked before and again just before
+    the swap, so nothing that is not a stage output is ever replaced. The output gets the
+    ownership marker."""
+    dest = check_output_path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
@@ -82,8 +155,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    (tmp / OUTPUT_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+    try:
+        check_output_path(path)  # something else may have appeared there meanwhile
+    except InputError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = None
-    if dest.exists():
+    if os.path.lexists(dest):
         old = dest.parent / f".{dest.name}.old-{os.getpid()}"
         os.replace(dest, old)
     os.replace(tmp, dest)

@@ -7,6 +7,7 @@ Every field's comment in params.yaml says what turning it does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -451,11 +452,7 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
     if not isinstance(data, dict):
         raise ParamsError(f"{p}: expected a mapping of sections, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+        apply_override(data, dotted, value)
     try:
         return load_dataclass(Params, data, "")
     except Exception as e:
@@ -466,22 +463,68 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
         raise
 
 
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_overrides(items: "list[str] | tuple[str, ...]") -> dict:
+    """`-S KEY=VALUE` items -> {dotted key: value}, each value read as YAML (as `dvc exp run -S`
+    reads it: "48" is a number, "[1, 2]" a list). A malformed item is a ParamsError naming it
+    and its key; values are checked later, by `load_params`."""
+    from act.errors import ParamsError, short
+    from act.params_loader import load_yaml
+
+    overrides = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not _KEY.fullmatch(key):
+            raise ParamsError(f"-S {short(item, 60)}: expected KEY=VALUE with a dotted params key "
+                              "(e.g. -S train.beta=0.1)")
+        overrides[key] = load_yaml(value, f"-S {key}")  # an error names the key
+    return overrides
+
+
+def apply_override(data: dict, dotted: str, value) -> None:
+    """Set `data[a][b][c] = value` for `dotted` "a.b.c"; a ParamsError naming the key when a part
+    on the way is a value, not a section (`-S seed.x=1`)."""
+    from act.errors import ParamsError
+
+    node = data
+    *parents, last = dotted.split(".")
+    for i, part in enumerate(parents):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"{dotted}: {'.'.join(parents[:i + 1])} is a value, not a section with keys")
+    node[last] = value
+
+
 def load_profile(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """A run profile (`profiles/<name>.yaml`): dotted params overrides, as `dvc exp run -S` takes
     them. `extends: <name>` first takes the keys of `<name>.yaml` beside it; the file's own keys win."""
-    import yaml
-
-    from act.errors import ParamsError
+    from act.errors import ParamsError, short
+    from act.params_loader import load_yaml
 
     p = Path(path).resolve()
     if p in _seen:
         raise ParamsError(f"{p}: profiles extend each other in a loop: {' -> '.join(s.name for s in (*_seen, p))}")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not p.is_file():
+        known = ", ".join(sorted(q.stem for q in p.parent.glob("*.yaml"))[:20]) or "none"
+        raise ParamsError(f"{path}: no such profile ({p.parent} holds: {known})")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{p}: not valid UTF-8 at byte {e.start}") from None
+    data = load_yaml(text, str(p)) or {}  # strict: a key given twice fails, naming it
     if not isinstance(data, dict):
         raise ParamsError(f"{p}: expected a mapping of dotted params keys, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise ParamsError(f"{p}: key {short(key, 60)} is not a dotted params key (e.g. train.beta)")
     base = data.pop("extends", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", base):
+        raise ParamsError(f"{p}: extends: {short(base, 60)} is not a profile name")
     parent = p.with_name(f"{base}.yaml")
     if not parent.is_file():
         raise ParamsError(f"{p}: extends: {base!r}, but {parent} does not exist")

@@ -18,7 +18,9 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from act.errors import ParamsError
+import math
+
+from act.errors import ParamsError, short
 
 _MISSING = dataclasses.MISSING
 
@@ -34,8 +36,13 @@ POSITIVE = frozenset({
     "beta", "r", "alpha",
 })
 """Numeric fields that must be > 0, whatever section they are in."""
-SIGNED = frozenset({"max_steps", "seed", "seeds"})
+SIGNED = frozenset({"max_steps"})
 """Numeric fields that may be negative."""
+SEEDS = frozenset({"seed", "seeds"})
+"""Seed fields: integers in [0, 2**32) (numpy's and torch's CUDA generators take no more)."""
+SEED_LIMIT = 2**32
+MAX_YAML_NODES = 100_000
+"""A params or profile YAML may expand (aliases counted at every use) to this many nodes at most."""
 
 
 def check_range(name: str, value: Any, key: str) -> None:
@@ -44,12 +51,14 @@ def check_range(name: str, value: Any, key: str) -> None:
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
-        if v != v:  # NaN
-            raise ParamsError(f"{key}: {v!r} is not a number")
+        if isinstance(v, float) and not math.isfinite(v):  # NaN, .inf
+            raise ParamsError(f"{key}: {short(v)} is not {'a' if v != v else 'a finite'} number")
+        if name in SEEDS and not 0 <= v < SEED_LIMIT:
+            raise ParamsError(f"{key}: a seed must be an integer in [0, 2**32), got {short(v)}")
         if name in POSITIVE and v <= 0:
-            raise ParamsError(f"{key}: must be > 0, got {v!r}")
+            raise ParamsError(f"{key}: must be > 0, got {short(v)}")
         if name not in POSITIVE and name not in SIGNED and v < 0:
-            raise ParamsError(f"{key}: must be >= 0, got {v!r}")
+            raise ParamsError(f"{key}: must be >= 0, got {short(v)}")
 
 
 def load_yaml(text: str, source: str) -> Any:
@@ -64,16 +73,52 @@ def load_yaml(text: str, source: str) -> Any:
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=deep)
             if key in seen:
-                raise ParamsError(f"{source}: key {key!r} appears twice in one mapping (lines {seen[key] + 1} "
+                raise ParamsError(f"{source}: key {short(key)} appears twice in one mapping (lines {seen[key] + 1} "
                                   f"and {key_node.start_mark.line + 1}); the last one would win silently")
             seen[key] = key_node.start_mark.line
         return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
-        return yaml.load(text, Loader=StrictLoader)
+        loader = StrictLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            expanded = _expanded_nodes(node)
+            if expanded > MAX_YAML_NODES:
+                raise ParamsError(f"{source}: the YAML expands to over {MAX_YAML_NODES} values (aliases "
+                                  "counted at each use); refusing it")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
-        raise ParamsError(f"{source}: invalid YAML: {e}") from None
+        raise ParamsError(f"{source}: invalid YAML: {' '.join(str(e)[:2000].split())[:300]}") from None
+    except RecursionError:
+        raise ParamsError(f"{source}: the YAML is nested too deeply") from None
+
+
+def _expanded_nodes(root) -> int:
+    """How many nodes `root` has once every alias is expanded (memoized, so a billion-laughs
+    document is counted in a moment, not expanded); a recursive alias counts as too many."""
+    import yaml
+
+    sizes: dict[int, float] = {}
+
+    def size(node) -> float:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = math.inf  # a node that contains itself
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(n) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
 
 
 def _type_name(tp: Any) -> str:
@@ -97,15 +142,15 @@ def convert(value: Any, tp: Any, key: str) -> Any:
                 return convert(value, arg, key)
             except ParamsError as e:
                 errors.append(str(e))
-        raise ParamsError(f"{key}: {value!r} does not match {_type_name(tp)}")
+        raise ParamsError(f"{key}: {short(value)} does not match {_type_name(tp)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ParamsError(f"{key}: {value!r} is not one of {list(allowed)}")
+            raise ParamsError(f"{key}: {short(value)} is not one of {list(allowed)}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {short(value)}")
         (inner,) = typing.get_args(tp)[:1] or (Any,)
         return tuple(convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
@@ -117,21 +162,27 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         return load_dataclass(tp, value, key)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ParamsError(f"{key}: expected true/false, got {value!r}")
+            raise ParamsError(f"{key}: expected true/false, got {short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+            raise ParamsError(f"{key}: expected an integer, got {short(value)}")
         return value
     if tp is float:
         if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
             return float(value)  # PyYAML (YAML 1.1) reads 2e-4, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+            raise ParamsError(f"{key}: expected a number, got {short(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ParamsError(f"{key}: {short(value)} is too large for a number") from None
+        if not math.isfinite(number):
+            raise ParamsError(f"{key}: {short(value)} is not {'a' if number != number else 'a finite'} number")
+        return number
     if tp is str:
         if not isinstance(value, str):
-            raise ParamsError(f"{key}: expected a string, got {value!r}")
+            raise ParamsError(f"{key}: expected a string, got {short(value)}")
         return value
     raise TypeError(f"{key}: unsupported annotation {tp!r}")
 
@@ -141,13 +192,13 @@ def load_dataclass(cls: type, data: Any, key: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ParamsError(f"{key}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise ParamsError(f"{key}: expected a mapping, got {type(data).__name__} {short(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ParamsError(
-            f"{key}: unknown key(s) {', '.join(f'{key}.{u}' for u in unknown)}; "
+            f"{key}: unknown key(s) {', '.join(f'{key}.{str(u)[:60]}' for u in unknown[:5])}; "
             f"known: {', '.join(sorted(fields))}"
         )
     kwargs = {}

@@ -445,6 +445,189 @@ def _print_issue23_rel2(figures: dict) -> None:
               f"raw-bytes property: {figures['custom_property_lines']} lines -> "
               f"{figures['custom_property_records']} valid conversations + "
               f"{figures['custom_property_record_errors']} record errors naming file and line, 0 other outcomes")
+# ------------------------------------------------------------- issue 23: outputs, SQL, params
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(q.relative_to(folder)): q.read_bytes() for q in sorted(folder.rglob("*")) if q.is_file()}
+
+
+def output_ownership() -> dict:
+    """`--out` pointed at what a stage does not own (the input corpus' folder, a parent folder,
+    a file, a symlink, `.`, `..`) must be refused before anything is touched; a stage's own
+    previous output, an empty folder and a pre-marker out listed in dvc.lock are replaced."""
+    from act.errors import InputError
+    from act.io import atomic_dir
+
+    work = Path(tempfile.mkdtemp())
+    user = work / "d"
+    user.mkdir()
+    (user / "corpus.jsonl").write_bytes((ROOT / "tests/fixtures/custom.jsonl").read_bytes())
+    (user / "notes.txt").write_text("mine")
+    with atomic_dir(work / "work" / "ingest") as tmp:
+        (tmp / "x").write_text("1")
+    (work / "work" / "mine.txt").write_text("mine")
+    (work / "a_file").write_text("mine")
+    (work / "link").symlink_to(user)
+    (work / "dvc.lock").write_text("schema: '2.0'\nstages:\n  s:\n    cmd: x\n    outs:\n    - path: old/out\n")
+    (work / "old" / "out").mkdir(parents=True)
+    (work / "old" / "out" / "f").write_text("pre-marker output")
+    (work / "empty").mkdir()
+    refuse = [user, work / "work", work / "a_file", work / "link", Path("."), Path(".."), work]
+    replace = [work / "work" / "ingest", work / "old" / "out", work / "empty", work / "new" / "out"]
+    before = _files(work)
+    cwd = os.getcwd()
+    os.chdir(work)
+    verdicts = 0
+    try:
+        for dest in refuse:
+            try:
+                with atomic_dir(dest) as tmp:
+                    (tmp / "y").write_text("2")
+            except InputError as e:
+                verdicts += str(dest) in str(e)
+        protected = {k: v for k, v in before.items() if not k.startswith(("work/ingest", "old/out"))}
+        lost = sum(1 for k, v in protected.items() if _files(work).get(k) != v)
+        for dest in replace:
+            with atomic_dir(dest) as tmp:
+                (tmp / "y").write_text("2")
+            verdicts += (Path(dest) / "y").is_file()
+    finally:
+        os.chdir(cwd)
+    leftovers = [q.name for q in work.rglob("*") if ".tmp-" in q.name or ".old-" in q.name]
+    leftovers += [q.name for q in work.parent.iterdir() if q.name.startswith(f".{work.name}.")]
+    return {"out_cases": len(refuse) + len(replace), "out_verdicts_right": verdicts, "out_user_files_lost": lost,
+            "out_leftovers": len(leftovers)}
+
+
+_PARENT_RSS = """
+import json, resource, sys, time
+from act.metrics.sql import execution_match
+t0 = time.monotonic()
+r = execution_match(sys.argv[2], "SELECT 1", sys.argv[1], timeout_s=20)
+print(json.dumps({"status": r.status, "seconds": time.monotonic() - t0,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def sql_worker_faults() -> dict:
+    """Replies that used to kill a stage or bloat it: 1.2 GB and 600 MB of rows, a worker
+    SIGKILLed mid-query, a garbled reply; a transient gold timeout; empty databases; `;` in
+    comments. Every fault must be a scored error/timeout, the client process stays small."""
+    import threading
+
+    from act.metrics import sql
+
+    db = _shop_db_dir() / "shop" / "shop.sqlite"
+    big = ("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c LIMIT {n}) "
+           "SELECT printf('%.*c', 990000, 'x') FROM c")
+    cases, scored, rss, slowest = 0, 0, 0.0, 0.0
+    for n in (1200, 600, 30):  # the stage's own process, measured apart
+        out = subprocess.run([sys.executable, "-c", _PARENT_RSS, str(db), big.format(n=n)], capture_output=True,
+                             text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        cases += 1
+        if out.returncode == 0:
+            fig = json.loads(out.stdout.strip().splitlines()[-1])
+            scored += fig["status"] in ("error", "mismatch")
+            rss, slowest = max(rss, fig["rss_mb"]), max(slowest, fig["seconds"])
+    # a worker killed mid-query
+    sql.execute(db, "SELECT 1")
+    killer = threading.Timer(0.5, os.kill, (sql._SANDBOX._proc.pid, signal.SIGKILL))
+    killer.start()
+    r = sql.execution_match("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+                            "SELECT name FROM item", db, timeout_s=10)
+    killer.cancel()
+    cases, scored = cases + 1, scored + (r.status in ("error", "timeout"))
+    # a reply over the client's read limit
+    keep, sql.REPLY_BYTES = sql.REPLY_BYTES, 1000
+    r = sql.execute(db, "SELECT printf('%.*c', 5000, 'x')")
+    sql.REPLY_BYTES = keep
+    cases, scored = cases + 1, scored + (r.status == "error")
+    # one transient gold timeout, then the same gold again
+    sql._GOLD.clear()
+    real, calls = sql.execute, []
+
+    def flaky(path, query, **kw):
+        calls.append(query)
+        return sql.QueryResult("timeout", message="starved") if len(calls) == 1 else real(path, query, **kw)
+
+    sql.execute = flaky
+    try:
+        sql.execution_match("SELECT name FROM item", "SELECT name FROM item", db)
+        gold_recovered = sql.execution_match("SELECT name FROM item", "SELECT name FROM item", db).score == 1.0
+    finally:
+        sql.execute = real
+    # empty databases stop the stage, naming the file
+    named = 0
+    empty = db.parent / "empty.sqlite"
+    empty.write_bytes(b"")
+    try:
+        sql.execute(empty, "SELECT 1")
+    except sql.DatabaseUnavailable as e:
+        named += str(empty) in str(e)
+    comments = ["SELECT name /* ; */ FROM item", "SELECT name -- a; b\nFROM item", "SELECT [name] FROM item;"]
+    comment_ok = sum(sql.execution_match(q, "SELECT name FROM item", db).score == 1.0 for q in comments)
+    return {"sql_fault_cases": cases, "sql_faults_scored": scored, "sql_client_max_rss_mb": round(rss),
+            "sql_fault_slowest_s": round(slowest, 1), "sql_gold_recovered_after_timeout": gold_recovered,
+            "sql_empty_db_named": named, "sql_comment_queries_right": f"{comment_ok}/{len(comments)}"}
+
+
+def params_errors() -> dict:
+    """Bad params from a file, from `-S` and from a profile: every one a ParamsError naming the
+    key (or the file), short, fast."""
+    from act.errors import ParamsError, one_line
+    from act.params import load_params, parse_overrides
+
+    params = ROOT / "params.yaml"
+    lol = "&l0 [" + ", ".join(["lol"] * 9) + "]"
+    for i in range(1, 10):
+        lol = f"&l{i} [{lol}, " + ", ".join([f"*l{i - 1}"] * 8) + "]"
+    work = Path(tempfile.mkdtemp())
+    bomb = work / "params.yaml"
+    bomb.write_text(params.read_text().replace("\nseed: 0 ", f"\nseed: {lol} ", 1))
+    cases = [(bomb, {}, [], str(bomb)), (params, {}, [f"seed={lol}"], "seed")]
+    for key in ("roles.annotator.timeout_s", "evaluate.sql_timeout_s", "train.learning_rate"):
+        cases += [(params, {key: v}, [], key) for v in (float("inf"), float("nan"))]
+    cases += [(params, {"seed": v}, [], "seed") for v in (2**32, 2**64, -1)]
+    cases += [(params, {}, [item], "seed") for item in ("seed.x=1", "seed=[1")]
+    named, longest, slowest = 0, 0, 0.0
+    for path, over, items, key in cases:
+        t0 = time.monotonic()
+        try:
+            load_params(path, {**over, **parse_overrides(items)})
+            line = ""
+        except ParamsError as e:
+            line = one_line(e)
+        slowest = max(slowest, time.monotonic() - t0)
+        named += key in line
+        longest = max(longest, len(line))
+    return {"params_cases": len(cases), "params_errors_naming_key": named, "params_longest_error": longest,
+            "params_slowest_s": round(slowest, 2)}
+
+
+def empty_splits() -> dict:
+    """Corpora and params that empty a split: refused naming the split and the cause; nothing written."""
+    from act.errors import InputError
+    from act.params import load_params
+    from stages import ingest
+
+    work = Path(tempfile.mkdtemp())
+    cases = [(["only"], {}), (["a", "a", "a"], {}), (["a", "b", "c"], {"ingest.custom.eval_conversations": 0})]
+    refused = 0
+    for i, (groups, over) in enumerate(cases):
+        raw = work / f"c{i}.jsonl"
+        raw.write_text("".join(json.dumps({"id": f"c{j}", "context": "x", "group": g, "messages": [
+            {"role": "user", "content": f"q{j}?"}, {"role": "assistant", "content": "a"}]}) + "\n"
+            for j, g in enumerate(groups)))
+        out = work / f"out{i}"
+        try:
+            ingest.run(load_params(ROOT / "params.yaml", over), dataset="custom", raw=raw, out=out,
+                       metrics_path=work / f"m{i}.json")
+        except InputError as e:
+            refused += "eval split would be empty" in str(e) and not out.exists()
+    return {"empty_split_cases": len(cases), "empty_splits_refused_naming_cause": refused}
+
+
+FAMILIES_23 = (output_ownership, sql_worker_faults, params_errors, empty_splits)
+"""Issue 23's families (`--only issue23` runs just these)."""
 
 
 def main(argv=None) -> dict:
@@ -452,12 +635,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--kills", type=int, default=4, help="kills per kind (HTTP client, ingest, writer)")
     ap.add_argument("--examples", type=int, default=150, help="inputs per property test")
     ap.add_argument("--json", help="also write the figures here")
-    ap.add_argument("--only", default="", help="run only these issue-23 families, comma-separated: "
-                    "http-replies, custom-bytes")
+    ap.add_argument("--only", default="", help="run only these families: issue23 (outputs, SQL worker faults, "
+                    "params errors, empty splits), or comma-separated http-replies, custom-bytes")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the retries' warnings are expected here
     t0 = time.monotonic()
     figures: dict = {}
+    if args.only == "issue23":
+        return _report_23(figures, t0, args.json)
     if args.only:
         return _run_only(args, figures, t0)
     figures.update(bad_inputs(args.examples))
@@ -487,9 +672,40 @@ def main(argv=None) -> dict:
     for r in figures["http_scenarios"]:
         print(f"| {r['scenario']} | {r['requests']} | {r['faults']} | {r['seconds']} | {r['failed_as_expected']} |")
     _print_issue23_rel2(figures)
+    print()
+    _report_23(figures, t0, None)
+    figures["seconds"] = round(time.monotonic() - t0, 1)
     print(f"\n{figures['seconds']} s")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def _report_23(figures: dict, t0: float, json_path: str | None) -> dict:
+    """Issue 23's families: run, add to `figures`, print their table."""
+    load = os.getloadavg()[0]
+    for family in FAMILIES_23:
+        figures.update(family())
+    f = figures
+    rows = [
+        ("`--out` cases (refused / replaced as due), user files lost, leftovers",
+         f"{f['out_cases']} ({f['out_verdicts_right']} right), {f['out_user_files_lost']}, {f['out_leftovers']}"),
+        ("SQL worker faults scored (not raised)", f"{f['sql_faults_scored']} / {f['sql_fault_cases']} "
+         f"(client max RSS {f['sql_client_max_rss_mb']} MB, slowest {f['sql_fault_slowest_s']} s)"),
+        ("gold re-run after a transient timeout; empty DB named; `;` in comments",
+         f"{f['sql_gold_recovered_after_timeout']}; {f['sql_empty_db_named']}; {f['sql_comment_queries_right']}"),
+        ("bad params (alias bombs, inf/nan, seeds, malformed -S) naming the key",
+         f"{f['params_errors_naming_key']} / {f['params_cases']} (longest {f['params_longest_error']} chars, "
+         f"slowest {f['params_slowest_s']} s)"),
+        ("empty splits refused naming the cause", f"{f['empty_splits_refused_naming_cause']} / {f['empty_split_cases']}"),
+    ]
+    print("| issue 23 figure | value |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+    figures.setdefault("seconds", round(time.monotonic() - t0, 1))
+    print(f"\nload average at start: {load:.1f}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 
 

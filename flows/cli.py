@@ -149,10 +149,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.verb == "ablate":
         from flows.servers import run_on_project_server
 
-        import yaml
+        from act.params import parse_overrides
 
         # values read as YAML, as `dvc exp run -S` and the stages' -S read them ("48" is a number)
-        overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+        overrides = parse_overrides(args.set)
         out = run_on_project_server(root, "flows.ablations:ablations", root=root, methods=args.methods,
                                     seeds=args.seeds, metrics_file=args.metrics_file, out_dir=args.out,
                                     rerun=args.rerun, extra_overrides=overrides, jobs=args.jobs,

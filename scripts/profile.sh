@@ -15,23 +15,22 @@ bash scripts/setup.sh
 source scripts/env.sh
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
 export PATH="$PWD/.venv/bin:$PATH"
-mapfile -t sets < <(python - "$profile" "$dataset" <<'PY'
+# The profile as `-S key=value` items, values as one-line YAML (null stays null, a list a list);
+# a bad profile stops here with one `error:` line. Line 1 is the base model the profile names.
+lines=$(python scripts/profile_args.py "$profile" "$dataset")
+model=$(head -n 1 <<<"$lines")
+mapfile -t sets < <(tail -n +2 <<<"$lines")
+args=(); for s in "${sets[@]}"; do [ -n "$s" ] && args+=(-S "$s"); done
+if [ -n "$model" ] && python - "$model" <<'PY'
 import sys
-from act.params import load_profile  # `extends: <profile>` resolved there
-over = load_profile(sys.argv[1])
-if sys.argv[2]:
-    over["dataset"] = sys.argv[2]
-for k, v in over.items():
-    print(f"{k}={'true' if v is True else 'false' if v is False else v}")
+from act.model.pretrained import NAMED_MODELS
+sys.exit(sys.argv[1] not in NAMED_MODELS)
 PY
-)
-args=(); for s in "${sets[@]}"; do args+=(-S "$s"); done
-model=$(grep -E '^base\.model=' <(printf '%s\n' "${sets[@]}") | cut -d= -f2-)
-if python -c "import sys; from act.model.pretrained import NAMED_MODELS; sys.exit('$model' not in NAMED_MODELS)"; then
+then
   python -m act.model.pretrained fetch "$model"
 fi
 if [ -n "${SEEDS:-}" ]; then
-  name=$(basename "$profile" .yaml)-$(grep -E '^dataset=' <(printf '%s\n' "${sets[@]}") | cut -d= -f2)
+  name=$(basename "$profile" .yaml)-$(grep -E '^dataset=' <(printf '%s\n' "${sets[@]}") | cut -d= -f2 || true)
   act ablate --seeds $SEEDS --methods ${METHODS:-sft dpo_offpolicy act} --out "reports/$name" "${args[@]}" "$@"
 else
   dvc exp run "${args[@]}" "$@"

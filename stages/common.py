@@ -21,13 +21,10 @@ def parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def load(args: argparse.Namespace) -> Params:
-    import yaml
+    """The params file with the `-S` overrides (read as YAML; a malformed one names its key)."""
+    from act.params import parse_overrides
 
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
-    return load_params(args.params, overrides)
+    return load_params(args.params, parse_overrides(args.set))
 
 
 def setup_logging() -> None:

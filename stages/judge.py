@@ -72,4 +72,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from act.errors import run_cli
+
+    run_cli(main)  # one-line errors; --debug or ACT_DEBUG=1 for the traceback

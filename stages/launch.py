@@ -39,9 +39,7 @@ def command(stage: str, stage_args: list[str], accelerate_config: str, num_proce
 
 
 def main(argv: list[str] | None = None) -> None:
-    import yaml
-
-    from act.params import load_params
+    from act.params import load_params, parse_overrides
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -53,8 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("-S", "--set", action="append", default=[])
     known, _ = p.parse_known_args(stage_args)
-    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in known.set)}
-    launch = load_params(known.params, overrides).launch
+    launch = load_params(known.params, parse_overrides(known.set)).launch
     cmd = command(stage, stage_args, launch.accelerate_config, launch.num_processes)
     sys.stdout.flush()
     sys.stderr.flush()

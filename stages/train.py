@@ -44,6 +44,23 @@ from act.params import Params
 log = logging.getLogger("act.train")
 
 
+CLOCK_KEYS = frozenset({"runtime", "samples_per_second", "steps_per_second"})
+"""Wall-clock figures of the Trainer's log (`train_runtime`, `eval_samples_per_second`, the
+probe's `runtime`, ...) and ACT's `time/*`: they differ on every run, so they stay out of the
+DVC-tracked log (data/train) and reach MLflow and metrics/timings/ with the stage's timings."""
+
+
+def _is_clock(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1].removeprefix("train_").removeprefix("eval_")
+    return name in CLOCK_KEYS or key.startswith("time/")
+
+
+def without_clock(entry: dict) -> dict:
+    """`entry` without wall-clock keys, so two runs of the same training write byte-identical
+    logs and dvc.lock stays put."""
+    return {k: v for k, v in entry.items() if not _is_clock(k)}
+
+
 def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | Path, simulated: str | Path,
         databases: str | Path, out: str | Path, log_dir: str | Path, metrics_path: str | Path,
         classifier=None, simulator=None, checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
@@ -107,21 +124,21 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
         if result.resumed_from_step:
             tracker.set_tags({"act.resumed_from_step": str(result.resumed_from_step)})
         with distributed.output_dir(log_dir) as tmp:
-            by_step = {e["step"]: e for e in result.relabel_log}
+            by_step = {e["step"]: without_clock(e) for e in result.relabel_log}
             with open(tmp / "log.jsonl", "w", encoding="utf-8") as fh:
                 for i, h in enumerate(result.log_history):
                     step = int(h.get("step", i + 1)) - 1  # TRL logs after the update; sampling happened before it
                     relabel = {k: v for k, v in by_step.get(step, {}).items() if k != "step"}
-                    fh.write(json.dumps({**h, **relabel}, sort_keys=True) + "\n")
+                    fh.write(json.dumps(without_clock({**h, **relabel}), sort_keys=True) + "\n")
                 for h in result.probe_history:  # the probe figures, keyed apart from the batch's own
-                    fh.write(json.dumps({"step": h["step"], **{f"probe/{k}": v for k, v in h.items() if k != "step"}},
-                                        sort_keys=True) + "\n")
+                    fh.write(json.dumps({"step": h["step"], **{f"probe/{k}": v for k, v in without_clock(h).items()
+                                                               if k != "step"}}, sort_keys=True) + "\n")
             with open(tmp / "probe.jsonl", "w", encoding="utf-8") as fh:
                 for h in result.probe_history:
-                    fh.write(json.dumps(h, sort_keys=True) + "\n")
+                    fh.write(json.dumps(without_clock(h), sort_keys=True) + "\n")
             with open(tmp / "relabel.jsonl", "w", encoding="utf-8") as fh:
                 for e in result.relabel_log:
-                    fh.write(json.dumps(e, sort_keys=True) + "\n")
+                    fh.write(json.dumps(without_clock(e), sort_keys=True) + "\n")
             (tmp / "rounds").mkdir()
             for r in result.rounds:
                 with open(tmp / "rounds" / f"step_{r['step']:05d}.jsonl", "w", encoding="utf-8") as fh:

@@ -64,9 +64,9 @@ def test_bad_input_stops_and_leaves_previous_output_intact(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     data = json.loads((FIX / "abg_coqa/coqa_abg_val.json").read_text())
-    data["data"][2]["target_turn"]["answer"] = ["red"]
+    data["data"][1]["target_turn"]["answer"] = ["red"]  # story1's second record: both stories stay
     (raw / "coqa_abg_val.json").write_text(json.dumps(data))
-    with pytest.raises(RecordError, match=r"record story2\|2\|1, field 'target_turn.answer'"):
+    with pytest.raises(RecordError, match=r"record story1\|3\|1, field 'target_turn.answer'"):
         ingest.run(_params(), dataset="abg_coqa", raw=raw, out=out, metrics_path=tmp_path / "m.json")
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert len(_rows(out)["train"]) + len(_rows(out)["eval"]) == 3

@@ -76,7 +76,8 @@ def test_out_of_range_values_are_refused_naming_the_key(key, value, message):
 
 
 def test_shipped_params_and_signed_fields_still_load():
-    assert load_params(PARAMS, {"train.max_steps": -1, "seed": -7}).train.max_steps == -1
+    params = load_params(PARAMS, {"train.max_steps": -1, "seed": 2**32 - 1})
+    assert params.train.max_steps == -1 and params.seed == 2**32 - 1
 
 
 def test_duplicate_key_in_params_yaml_is_refused(tmp_path):

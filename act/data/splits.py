@@ -59,7 +59,33 @@ def split_records(
         split = "eval" if g in eval_groups else "train"
         if r.conversation_id in keep[split]:
             out[split].append(dataclasses.replace(r, split=split))
+    check_not_empty(out, dataset=dataset, groups=groups, eval_conversations=eval_conversations, budget=budget)
     unlabeled = [r for _, r in grouped if r.split == "unlabeled"]
     if unlabeled:
         out["unlabeled"] = unlabeled
     return out
+
+
+GROUP_OF = {"pacific": "dialogue", "abg_coqa": "story", "ambigsql": "database", "custom": "`group` value"}
+"""What a split group is, per dataset (the unit that never appears in both splits)."""
+
+
+def check_not_empty(out: dict[str, list], *, dataset: str, groups: list[str], eval_conversations: "int | str",
+                    budget: "int | str") -> None:
+    """An empty train or eval split would be saved as a dataset with no columns that every later
+    stage fails on; refuse it here, naming the split and what emptied it (the param, or the
+    corpus having a single group)."""
+    from act.errors import InputError
+
+    for split, param, value in (("eval", "eval_conversations", eval_conversations), ("train", "budget", budget)):
+        if out[split]:
+            continue
+        if value != "all" and int(value) == 0:
+            cause = f"ingest.{dataset}.{param} is 0"
+        elif split == "eval" and len(groups) < 2:
+            unit = GROUP_OF.get(dataset, "group")
+            cause = (f"every labeled conversation shares one {unit} ({len(groups)} in all), and the eval split needs "
+                     f"one of its own: give the corpus conversations of a second {unit}")
+        else:
+            cause = f"no conversation of {len(groups)} group(s) was assigned to it"
+        raise InputError(f"ingest {dataset}: the {split} split would be empty: {cause}")

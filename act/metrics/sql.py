@@ -14,9 +14,15 @@ Sandbox. A policy reply is untrusted SQL, so each query runs on a connection tha
   strings is quadratic), every query runs in a worker process (`_Sandbox`, one per client
   process, started once, address space capped at `WORKER_MEMORY_BYTES`) that is killed when it
   overruns the limit by `HARD_GRACE_S`, and restarted for the next query.
-At most `row_limit` rows are fetched. Bad SQL never raises: the result carries a status,
-ok / mismatch / error / timeout / vacuous, that callers count. A database that cannot be opened
-(missing, not a database) is not the policy's fault and raises `DatabaseUnavailable`, naming it.
+At most `row_limit` rows, and at most `FETCH_BYTES` of them (Python object bytes, counted row
+by row inside the worker as they are fetched), come back; a reply larger than `REPLY_BYTES`
+(pickled) is never read by the client. So neither the worker nor the stage's own process grows
+with what a query returns. Bad SQL never raises: the result carries a status, ok / mismatch /
+error / timeout / vacuous, that callers count; whatever happens to the worker (killed, out of
+memory, a crash, a garbled reply) is a scored `error` or `timeout`. A database that cannot be
+opened (missing, not a database, empty: no tables) is not the policy's fault and raises
+`DatabaseUnavailable`, naming it. Only successful gold results are cached (`GOLD_CACHE_BYTES` in
+all), so one transient gold timeout is not a 0 for every later prediction against it.
 
 Comparison (as Spider's test-suite evaluation): rows are tuples of values; floats are rounded to
 `FLOAT_DIGITS` decimals. Results are compared as multisets of rows, or as ordered lists when the
@@ -32,7 +38,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import itertools
 import os
 import re
@@ -42,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -54,6 +59,10 @@ FLOAT_DIGITS = 6
 _PROGRESS_EVERY = 1000  # SQLite VM instructions between deadline checks
 HARD_GRACE_S = 0.5  # a query still running this long past its limit has its worker killed
 WORKER_MEMORY_BYTES = 2 * 1024**3  # address-space cap of the query worker
+FETCH_BYTES = 32 * 1024**2  # Python-object bytes of the rows one query may return
+REPLY_BYTES = 2 * FETCH_BYTES  # a pickled reply larger than this is refused unread
+GOLD_CACHE_BYTES = 64 * 1024**2  # successful gold results kept for reuse, in all
+_TRANSFER_GRACE_S = 5.0  # time to read a reply the worker has started sending
 _MAX_COLUMN_PERMUTATIONS = 5000  # column mappings tried before a result is called a mismatch
 
 LIMITS = {
@@ -105,17 +114,28 @@ class MatchResult:
 
 
 # ------------------------------------------------------------------------------ extraction
+_CLOSERS = {"'": "'", '"': '"', "`": "`", "[": "]"}
+
+
 def _first_statement(sql: str) -> str:
-    """`sql` up to its first `;` outside quotes (only one statement ever runs)."""
-    quote = None
-    for i, ch in enumerate(sql):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"`":
-            quote = ch
+    """`sql` up to its first `;` outside quotes, `[identifiers]` and comments (`/* ... */`,
+    `-- ...`): only one statement ever runs, and a `;` inside a comment does not cut it."""
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in _CLOSERS:
+            end = sql.find(_CLOSERS[ch], i + 1)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i + 2)
+            i = n if end < 0 else end + 1
         elif ch == ";":
             return sql[:i]
+        else:
+            i += 1
     return sql
 
 
@@ -162,17 +182,27 @@ def _open(path: Path, timeout_s: float) -> sqlite3.Connection:
     try:
         for limit, value in LIMITS.items():
             conn.setlimit(limit, value)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        (tables,) = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
     except sqlite3.Error as e:
         conn.close()
         raise DatabaseUnavailable(f"database {path}: cannot be read ({e})") from None
+    if not tables:
+        conn.close()
+        size = path.stat().st_size
+        raise DatabaseUnavailable(f"database {path}: has no tables ({size} bytes; an empty or unfinished copy?)")
     conn.set_authorizer(_authorize)
     # A stray non-UTF-8 byte in a text cell must not make a correct query look broken.
     conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
     return conn
 
 
-def _execute_here(path: Path, sql: str, timeout_s: float, row_limit: int) -> QueryResult:
+def _row_bytes(row: tuple) -> int:
+    """What a fetched row costs in memory: the tuple and each value (`sys.getsizeof`)."""
+    return sys.getsizeof(row) + sum(sys.getsizeof(v) for v in row)
+
+
+def _execute_here(path: Path, sql: str, timeout_s: float, row_limit: int,
+                  byte_limit: int = FETCH_BYTES) -> QueryResult:
     """The query in this process (the sandbox worker calls this)."""
     conn = _open(path, timeout_s)
     if not sql.strip():
@@ -188,11 +218,15 @@ def _execute_here(path: Path, sql: str, timeout_s: float, row_limit: int) -> Que
     timer.daemon = True
     timer.start()
     try:
-        cursor = conn.execute(sql)
-        rows = cursor.fetchmany(row_limit + 1)
-        if len(rows) > row_limit:
-            return QueryResult("error", message=f"more than {row_limit} rows")
-        return QueryResult("ok", rows=tuple(tuple(_value(v) for v in row) for row in rows))
+        rows, size = [], 0
+        for row in conn.execute(sql):
+            if len(rows) == row_limit:
+                return QueryResult("error", message=f"more than {row_limit} rows")
+            size += _row_bytes(row)
+            if size > byte_limit:
+                return QueryResult("error", message=f"result over {byte_limit} bytes (at row {len(rows) + 1})")
+            rows.append(tuple(_value(v) for v in row))
+        return QueryResult("ok", rows=tuple(rows))
     except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError, MemoryError) as e:
         if time.monotonic() > deadline:
             return QueryResult("timeout", message=f"over {timeout_s:g} s")
@@ -209,6 +243,11 @@ def execute(db_path: str | Path, sql: str, *, timeout_s: float = 5.0, row_limit:
     return _SANDBOX.run(Path(db_path), str(sql), float(timeout_s), int(row_limit))
 
 
+_READY = b"ACT-SQL-WORKER-READY"
+"""What a worker writes once it has started, so a worker that cannot start fails loudly and any
+later death is one query's scored error."""
+
+
 # ------------------------------------------------------------------------------ worker process
 def _serve() -> None:
     """The worker: length-prefixed pickled requests on stdin, replies on stdout, until EOF."""
@@ -219,20 +258,33 @@ def _serve() -> None:
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(len(_READY).to_bytes(4, "big") + _READY)
+    stdout.flush()
     while True:
         header = stdin.read(4)
         if len(header) < 4:
             return
         path, sql, timeout_s, row_limit = pickle.loads(stdin.read(int.from_bytes(header, "big")))
+        stdout.write(_reply(path, sql, timeout_s, row_limit))
+        stdout.flush()
+
+
+def _reply(path: Path, sql: str, timeout_s: float, row_limit: int) -> bytes:
+    """One query's length-prefixed pickled reply. Every failure, running the query or pickling
+    its result (out of memory included), is a reply: the worker never dies of a query."""
+    import pickle
+
+    try:
         try:
             reply = ("result", _execute_here(path, sql, timeout_s, row_limit))
         except DatabaseUnavailable as e:
             reply = ("unavailable", str(e))
-        except MemoryError:
-            reply = ("result", QueryResult("error", message="MemoryError: over the worker's memory limit"))
         data = pickle.dumps(reply)
-        stdout.write(len(data).to_bytes(4, "big") + data)
-        stdout.flush()
+    except MemoryError:
+        data = pickle.dumps(("result", QueryResult("error", message="MemoryError: over the worker's memory limit")))
+    except Exception as e:  # noqa: BLE001 - a scored error, never a dead worker
+        data = pickle.dumps(("result", QueryResult("error", message=f"{type(e).__name__}: {str(e)[:200]}")))
+    return len(data).to_bytes(4, "big") + data
 
 
 class _Sandbox:
@@ -253,10 +305,41 @@ class _Sandbox:
                 p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", "from act.metrics.sql import _serve; _serve()"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env=env, bufsize=0,
             )
             self._owner = os.getpid()
+            ready = self._read_reply(time.monotonic() + 120.0)
+            if ready != _READY:
+                code = self._proc.poll()
+                self._stop()
+                # a worker that cannot even start (e.g. it cannot import act) is a setup error: loud
+                raise RuntimeError(f"the SQL query worker failed to start ({sys.executable}, exit {code})")
         return self._proc
+
+    def _read_exact(self, n: int, deadline: float) -> bytes | None:
+        """`n` bytes of the worker's stdout, or None if it ends or `deadline` passes first."""
+        fd = self._proc.stdout.fileno()
+        chunks, got = [], 0
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, min(n - got, 1 << 20))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def _read_reply(self, deadline: float) -> bytes | None:
+        """One length-prefixed reply, None if the worker died, stalled or sent over REPLY_BYTES."""
+        header = self._read_exact(4, deadline)
+        if header is None:
+            return None
+        size = int.from_bytes(header, "big")
+        if size > REPLY_BYTES:
+            return None
+        return self._read_exact(size, deadline)
 
     def _stop(self) -> None:
         if self._proc is not None and self._owner == os.getpid():
@@ -277,19 +360,22 @@ class _Sandbox:
             except (BrokenPipeError, OSError):
                 self._stop()
                 return QueryResult("error", message="the query worker was not running; retry")
-            ready, _, _ = select.select([proc.stdout], [], [], timeout_s + HARD_GRACE_S)
-            if not ready:
+            if not select.select([proc.stdout], [], [], timeout_s + HARD_GRACE_S)[0]:
                 self._stop()
                 self.kills += 1
                 return QueryResult("timeout", message=f"over {timeout_s:g} s (worker stopped)")
-            header = proc.stdout.read(4)
-            if len(header) < 4:
-                code = proc.wait()
-                self._proc = None
-                if code == 1:  # a Python error in the worker itself (e.g. it cannot import act): loud
-                    raise RuntimeError(f"the SQL query worker failed to run ({sys.executable} exited 1)")
-                return QueryResult("error", message=f"the query worker died (exit {code}; over its memory limit?)")
-            kind, value = pickle.loads(proc.stdout.read(int.from_bytes(header, "big")))
+            payload = self._read_reply(time.monotonic() + _TRANSFER_GRACE_S)  # the reply has begun
+            if payload is None:
+                code = proc.poll()
+                self._stop()
+                self.kills += code is None
+                return QueryResult("error", message=f"the query worker died or sent no usable reply "
+                                                    f"(exit {code}; result over {REPLY_BYTES} bytes or its memory limit?)")
+            try:
+                kind, value = pickle.loads(payload)
+            except Exception as e:  # noqa: BLE001 - a garbled reply is one scored error
+                self._stop()
+                return QueryResult("error", message=f"unreadable reply from the query worker ({type(e).__name__})")
         if kind == "unavailable":
             raise DatabaseUnavailable(value)
         return value
@@ -303,10 +389,45 @@ _SANDBOX = _Sandbox()
 atexit.register(_SANDBOX.close)
 
 
-@functools.lru_cache(maxsize=4096)
+class _GoldCache:
+    """Successful gold results, least recently used first out, `GOLD_CACHE_BYTES` in all.
+    Training scores many samples against the same gold query: run it once. A failed gold run
+    (a timeout under CPU starvation, say) is not kept: the next prediction runs it again."""
+
+    def __init__(self, max_bytes: int = GOLD_CACHE_BYTES) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._entries: OrderedDict[tuple, tuple[QueryResult, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, db_path: str, sql: str, timeout_s: float, row_limit: int) -> QueryResult:
+        key = (db_path, sql, timeout_s, row_limit)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+        result = execute(db_path, sql, timeout_s=timeout_s, row_limit=row_limit)
+        if result.status == "ok":
+            size = sys.getsizeof(result.rows) + sum(_row_bytes(r) for r in result.rows)
+            with self._lock:
+                if size <= self.max_bytes and key not in self._entries:
+                    self._entries[key] = (result, size)
+                    self.bytes += size
+                    while self.bytes > self.max_bytes:
+                        _, (_, dropped) = self._entries.popitem(last=False)
+                        self.bytes -= dropped
+        return result
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
+_GOLD = _GoldCache()
+
+
 def _gold(db_path: str, sql: str, timeout_s: float, row_limit: int) -> QueryResult:
-    # Training scores many samples against the same gold query: run it once.
-    return execute(db_path, sql, timeout_s=timeout_s, row_limit=row_limit)
+    return _GOLD.get(db_path, sql, timeout_s, row_limit)
 
 
 def is_vacuous(rows: Sequence[tuple]) -> bool:

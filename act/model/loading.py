@@ -307,3 +307,20 @@ def load_policy(base_dir: str, adapter_dir: str | None = None, *, quantization: 
     model.eval()
     return HFPolicy(model, tok, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                     batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
+
+
+def save_adapter(model, out_dir: str, **kwargs) -> None:
+    """`model.save_pretrained(out_dir)` with a byte-reproducible `adapter_config.json`: peft keeps
+    `target_modules` as a Python set, so the saved list follows the string hash seed, which
+    differs in every process (PYTHONHASHSEED), and two identical trainings wrote different files
+    (so dvc.lock changed on every run). The list is written sorted; the weights are untouched."""
+    import json
+    from pathlib import Path
+
+    model.save_pretrained(out_dir, **kwargs)
+    for config in Path(out_dir).rglob("adapter_config.json"):
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if isinstance(data.get("target_modules"), list):
+            data["target_modules"] = sorted(data["target_modules"])
+            # peft's own layout (PeftConfigMixin.save_pretrained): indent 2, sorted keys
+            config.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")

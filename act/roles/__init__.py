@@ -15,6 +15,8 @@ The http and local backends share the prompt files in `act/prompts/` (`act.roles
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from act.roles.base import UsageCounter
@@ -23,6 +25,12 @@ if TYPE_CHECKING:
     from act.params import RolesParams
 
 ROLE_NAMES = ("classifier", "simulator", "rejecter", "annotator")
+
+
+def cache_path(cache_dir: str) -> Path:
+    """`roles.cache_dir` as a path: `~` and `~user` are the home folder, as in a shell (not a
+    folder named `~` in the project); `$VARS` are expanded too."""
+    return Path(os.path.expandvars(os.path.expanduser(cache_dir)))
 
 
 def build_role(name: str, roles: "RolesParams", *, usage: UsageCounter | None = None):
@@ -49,7 +57,7 @@ def build_role(name: str, roles: "RolesParams", *, usage: UsageCounter | None = 
     from act.roles.cache import CallCache
     from act.roles.prompted import build_prompted
 
-    cache = CallCache.open(roles.cache_dir) if roles.cache_dir else None
+    cache = CallCache.open(cache_path(roles.cache_dir)) if roles.cache_dir else None
     if cfg.backend == "http":
         from act.roles.http import HttpChat
 

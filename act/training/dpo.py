@@ -178,7 +178,9 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
     if trainer.args.world_size > 1:  # each process sampled its own share of every batch
         trainer.relabel_log, trainer.rounds, trainer.sampling_calls = _gather_rounds(trainer)
     if trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+        from act.model.loading import save_adapter
+
+        save_adapter(trainer.model, str(out_dir), selected_adapters=["default"])  # byte-reproducible
     history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
     probe_history = [{"step": int(h["step"]), **{k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_")}}
                      for h in trainer.state.log_history if "eval_rewards/margins" in h]

@@ -68,7 +68,7 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
     from trl import SFTTrainer
 
     from act.chat import completion_length, fit_prompt, tokenize_chat
-    from act.model.loading import get_peft_config, load_model
+    from act.model.loading import get_peft_config, load_model, save_adapter
 
     if not records:
         raise ValueError("no training records for SFT")
@@ -106,7 +106,7 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - t0
     if trainer.accelerator.is_main_process:
-        trainer.model.save_pretrained(str(out_dir))
+        save_adapter(trainer.model, str(out_dir))  # target_modules sorted: byte-reproducible
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and math.isfinite(h["loss"])]
     return {
         "enabled": True,
