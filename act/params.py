@@ -258,10 +258,10 @@ class LaunchParams:
 # --------------------------------------------------------------------------------- simulate/train
 @dataclass(frozen=True)
 class SimulateParams:
-    max_new_tokens: int = 192
+    max_new_tokens: int = 256
     """Tokens the policy may generate per turn: at least the reference's 128 and the longest gold
-    answer of the data (SmolLM2's tokenizer: 163 on AmbigSQL); samples that hit it are counted
-    (`truncated_samples`)."""
+    answer of the data (AmbigSQL eval: 210 tokens of the embedded model's tokenizer, 163 of
+    SmolLM2's); samples that hit it are counted (`truncated_samples`)."""
     temperature: float = 0.0
     """Sampling temperature of the simulate stage's samples (0 = greedy, as the reference code);
     keep it equal to train.sample_temperature so the sampled-once ablation samples as ACT does."""
@@ -396,7 +396,7 @@ class EvaluateParams:
     """Sampling seeds; each figure is the mean over seeds, with its std when there are several."""
     temperature: float = 0.0
     """Policy sampling temperature at evaluation (0 = greedy: every seed gives the same output)."""
-    max_new_tokens: int = 192
+    max_new_tokens: int = 256
     """Length limit of each policy turn (as simulate.max_new_tokens; cut turns are counted)."""
     limit: int = 0
     """Eval records used, first N in stored order (0 = all): a quick look on a big eval split."""

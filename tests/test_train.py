@@ -315,10 +315,15 @@ def test_sample_every_two_steps_and_in_between_batches_use_latest_labels(tiny, t
         assert rej == latest[i]["prompt_ids"] + latest[i]["rejected_ids"]
 
 
-def test_without_trajectory_simulation_samples_are_judged_by_action(tiny, tmp_path, monkeypatch):
+def test_without_trajectory_simulation_questions_are_judged_by_action_answers_by_score(tiny, tmp_path, monkeypatch):
+    """"ACT w/o trajectory simulation": a clarifying question with the winning action wins on its
+    action alone; a direct answer is still scored by the task heuristic (issue 19)."""
     res, _, user = _train(tiny, tmp_path, monkeypatch, simulate_trajectories=False)
-    outcomes = {p["outcome"] for r in res.rounds for p in r["pairs"]}
-    assert outcomes <= {"wrong_action", "right_action"} and "right_action" in outcomes
+    pairs = [p for r in res.rounds for p in r["pairs"]]
+    assert {p["outcome"] for p in pairs} <= {"wrong_action", "right_action", "answer_success", "answer_failure"}
+    assert all(p["trajectory"]["first_action"] == "clarify" for p in pairs if p["outcome"] == "right_action")
+    answered = [p for p in pairs if p["outcome"].startswith("answer_")]
+    assert all(p["score"] is not None and (p["outcome"] == "answer_success") == (p["score"] >= 0.9) for p in answered)
     assert user.calls == 0  # the simulated user is never asked
 
 

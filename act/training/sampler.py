@@ -36,7 +36,7 @@ class OnPolicySampler:
     tolerance: float
     max_clarify_turns: int = 1
     simulate_trajectories: bool = True
-    max_new_tokens: int = 192
+    max_new_tokens: int = 256
     temperature: float = 0.0
     """0 = greedy, as the reference code samples (train.sample_temperature)."""
     top_p: float = 1.0
