@@ -28,14 +28,23 @@ from act.roles.base import RejectedGenerator, RejectItem
 CLARIFY_WINNERS = ("continuation", "question")
 
 
+def gold_branch_index(record: TurnRecord) -> int:
+    """Index of the branch the gold conversation follows: branch 0, or for a CLARIFY turn the first
+    branch with a user reply (the continuation needs one). The kept Phase-1 winner, SFT's gold
+    continuation and every training rollout (`act.simulate.rollout`) follow this one branch, as the
+    reference's user follows the one gold trajectory."""
+    if not record.branches:
+        raise ValueError(f"record {record.id}: no branches")
+    if record.action is Action.CLARIFY:
+        return next((i for i, b in enumerate(record.branches) if b.reply), 0)
+    return 0
+
+
 def gold_branch(record: TurnRecord) -> Branch | None:
-    """The branch the gold conversation follows: branch 0, or the first with a user reply for a
-    CLARIFY turn (the continuation needs one)."""
+    """The branch the gold conversation follows (`gold_branch_index`); None without branches."""
     if not record.branches:
         return None
-    if record.action is Action.CLARIFY:
-        return next((b for b in record.branches if b.reply), record.branches[0])
-    return record.branches[0]
+    return record.branches[gold_branch_index(record)]
 
 
 def final_answer(record: TurnRecord) -> str:

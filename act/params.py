@@ -24,8 +24,12 @@ AttnImplementation = Literal["", "eager", "sdpa", "flash_attention_2"]
 Optim = Literal[
     "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_bnb_8bit", "adamw_8bit",
     "paged_adamw_8bit", "paged_adamw_32bit", "lion_8bit", "lion_32bit", "paged_lion_8bit", "paged_lion_32bit",
+    "rmsprop",
 ]
-"""TrainingArguments `optim` names; the 8-bit, paged and lion ones need bitsandbytes (the [qlora] extra)."""
+"""TrainingArguments `optim` names; the 8-bit, paged and lion ones need bitsandbytes (the [qlora] extra).
+rmsprop is the reference code's ACT optimizer (`ACTConfig.optim`)."""
+Scheduler = Literal["cosine", "constant_with_warmup", "constant", "linear"]
+"""TrainingArguments `lr_scheduler_type` names (warmup is 0 steps here)."""
 
 
 # ----------------------------------------------------------------------------------------- ingest
@@ -255,8 +259,10 @@ class LaunchParams:
 # --------------------------------------------------------------------------------- simulate/train
 @dataclass(frozen=True)
 class SimulateParams:
-    max_new_tokens: int = 64
-    """Tokens the policy may generate per turn."""
+    max_new_tokens: int = 256
+    """Tokens the policy may generate per turn: at least the reference's 128 and the longest gold
+    answer of the data (AmbigSQL eval: 210 tokens of the embedded model's tokenizer, 163 of
+    SmolLM2's); samples that hit it are counted (`truncated_samples`)."""
     temperature: float = 0.0
     """Sampling temperature of the simulate stage's samples (0 = greedy, as the reference code);
     keep it equal to train.sample_temperature so the sampled-once ablation samples as ACT does."""
@@ -271,6 +277,10 @@ class SimulateParams:
     generation_batch_size: int = 16
     """Chats per `generate` call of the policy (simulate, train's on-policy sampling, evaluate):
     higher = faster on a GPU, more KV-cache memory."""
+    wrong_action_rule: Literal["paper", "released"] = "paper"
+    """Relabelling of a sample with the wrong action (simulate and train): paper = it always loses
+    (Algorithm 2); released = the released code's rule, where a direct answer on a CLARIFY turn that
+    scores >= tolerance wins (`act.simulate.relabel`)."""
 
     def __post_init__(self):
         check(self.max_clarify_turns >= 0, "max_clarify_turns must be >= 0")
@@ -323,6 +333,9 @@ class TrainParams:
     """DPO temperature: higher = stay closer to the reference policy."""
     learning_rate: float = 5e-4
     epochs: int = 1
+    """Passes over the pairs (the reference: 2, `ACTConfig.num_train_epochs`)."""
+    lr_scheduler: Scheduler = "cosine"
+    """Learning-rate schedule (the reference: cosine, `TrainingConfig.lr_scheduler_type`)."""
     batch_size: int = 8
     """Pairs per device per forward pass, and per sampling round."""
     gradient_accumulation_steps: int = 1
@@ -347,7 +360,8 @@ class TrainParams:
     attn_implementation: AttnImplementation = ""
     """Attention kernel (also for simulate and evaluate): "" | eager | sdpa | flash_attention_2."""
     optim: Optim = "adamw_torch_fused"
-    """Optimizer (TrainingArguments name); paged_* and *_8bit need bitsandbytes (the [qlora] extra)."""
+    """Optimizer (TrainingArguments name); paged_* and *_8bit need bitsandbytes (the [qlora] extra);
+    rmsprop = the reference's ACT optimizer."""
     sampler: Literal["hf", "vllm"] = "hf"
     """On-policy sampling engine: hf (transformers `generate`) | vllm (TRL's vLLM integration: the
     [vllm] extra and a CUDA GPU)."""
@@ -375,15 +389,16 @@ class EvaluateParams:
     policies: tuple[str, ...] = ("base", "sft", "act")
     """Policies evaluated: "base" is the base model alone; any other name is the LoRA adapter
     passed as --adapter NAME=DIR to the stage (sft, act, or an ablation's adapter)."""
-    max_turns: int = 3
+    max_turns: int = 1
     """Clarifying questions the simulated user answers before a conversation is cut off
-    (a cut-off conversation has no final answer and scores 0: counted as non-terminated)."""
+    (a cut-off conversation has no final answer and scores 0: counted as non-terminated). 1, as in
+    training and the reference: the offline user's second reply is the fully specified request."""
     seeds: tuple[int, ...] = (0,)
     """Sampling seeds; each figure is the mean over seeds, with its std when there are several."""
     temperature: float = 0.0
     """Policy sampling temperature at evaluation (0 = greedy: every seed gives the same output)."""
-    max_new_tokens: int = 64
-    """Length limit of each policy turn."""
+    max_new_tokens: int = 256
+    """Length limit of each policy turn (as simulate.max_new_tokens; cut turns are counted)."""
     limit: int = 0
     """Eval records used, first N in stored order (0 = all): a quick look on a big eval split."""
     sql_timeout_s: float = 5.0

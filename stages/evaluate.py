@@ -10,8 +10,10 @@ given as --adapter NAME=DIR) and each seed in `evaluate.seeds`, the policy's con
 eval records are simulated (`act.metrics.levels`) and scored. Writes:
 - `--metrics`: {policy: {action|turn|trajectory: {metric: value}}}, means over seeds (+ `_std`),
   each with its count; the same dict is logged to MLflow and drawn in the report;
-- `--out`: a DatasetDict, split `predictions`, one row per policy x seed x record (first
-  response, actions, the simulated conversation, scores and failure statuses);
+- `--out`: a DatasetDict, split `predictions`, one row per policy x seed x record x branch (first
+  response, actions, the simulated conversation, scores and failure statuses): an ambiguous record
+  is played out on every interpretation (`branch_index`), and the metrics average its branches
+  (`act.metrics.levels.per_record`), so each record counts once;
 - `--plots`: confusion.png, metrics.png, reward_margins.png and training_signal.png (when
   `--train-log` has them) for the report, and beside them the same series as DVC plot data
   (`act.report.PLOT_DATA`: headline/ and confusion/ per policy, *.tsv training curves) that
@@ -79,7 +81,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
     from act import report as report_mod
     from act.io import atomic_dir, require_dir, save_dataset
     from act.metrics.embedding import load_similarity
-    from act.metrics.levels import evaluate_policy
+    from act.metrics.levels import evaluate_policy, per_record
     from act.metrics.summary import combine_seeds, summarize
     from act.roles import build_role
     from act.metrics.checks import require_valid
@@ -118,7 +120,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
         metrics: dict[str, Any] = {}
         rows: list[dict] = []
         for name in ev.policies:
-            per_seed, prompts = [], {}
+            per_seed, prompts, generation = [], {}, {"samples": 0, "truncated_samples": 0}
             for seed in ev.seeds:
                 t0 = time.monotonic()
                 policy = load_policy(str(base), adapters.get(name), seed)
@@ -130,21 +132,26 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
                 )
                 for k, v in getattr(policy, "prompt_stats", {}).items():  # prompts fitted to the budget, over seeds
                     prompts[k] = prompts.get(k, 0) + v
+                for k in generation:  # turns cut at evaluate.max_new_tokens, over seeds
+                    generation[k] += int(getattr(policy, k, 0))
                 del policy
                 for r in seed_rows:
                     r.update(policy=name, seed=seed)
                 rows.extend(seed_rows)
-                per_seed.append(summarize(seed_rows))
+                per_seed.append(summarize(per_record(seed_rows)))
                 log.info("%s seed %d: %d records in %.1f s", name, seed, len(seed_rows), time.monotonic() - t0)
             metrics[name] = combine_seeds(per_seed)
             if prompts:
                 metrics[name]["prompts"] = prompts
+            if generation["samples"]:
+                metrics[name]["generation"] = generation
 
         save_dataset(out, {"predictions": rows})
         with atomic_dir(plots_dir) as tmp:  # no stale plot (e.g. margins of an older run) survives
             train_history = read_train_log(train_log)
-            plots = report_mod.write_plots(metrics, rows, train_history, tmp)
-            report_mod.write_plot_data(metrics, rows, train_history, tmp)
+            records_rows = per_record(rows)  # confusion matrices count each record once
+            plots = report_mod.write_plots(metrics, records_rows, train_history, tmp)
+            report_mod.write_plot_data(metrics, records_rows, train_history, tmp)
             report_mod.write_html(metrics, rows, plots, report, title=f"ACT evaluation: {dataset}",
                                   dataset=dataset, samples=ev.samples, provenance=report_mod.provenance(params, ev.seeds))
         tracker.finish(metrics, metrics_path, artifacts=((report, "report"), (plots_dir, "plots")))

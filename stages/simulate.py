@@ -5,8 +5,10 @@
 
 For every Phase-1 pair: sample the starting policy's response, classify its action
 (`roles.classifier`), continue a clarifying question with the simulated user
-(`roles.simulator`, up to `simulate.max_clarify_turns` exchanges), score the final answer with
-the task heuristic, and relabel the pair (`act.simulate.relabel`). Writes a DatasetDict with
+(`roles.simulator`, up to `simulate.max_clarify_turns` exchanges, where the pair's winning
+action is CLARIFY; the user follows the gold branch, the one the pair's winner and SFT use),
+score the final answer with the task heuristic, and relabel the pair (`act.simulate.relabel`,
+`simulate.wrong_action_rule`). Writes a DatasetDict with
 `train` (the relabelled pairs, pair schema plus `outcome`/`score`) and `trajectories`. These
 are the pairs of the "sampled once" ablation (`train.sampling: once`) and a picture of the
 starting policy; ACT itself re-samples during training. With a model classifier (which must pass
@@ -66,9 +68,10 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
                              dtype=params.train.dtype, attn_implementation=params.train.attn_implementation)
         t0 = time.monotonic()
         trajectories = rollout(records, policy, classifier, simulator, record_scorer(databases),
-                               max_clarify_turns=cfg.max_clarify_turns, tolerance=cfg.tolerance)
+                               max_clarify_turns=cfg.max_clarify_turns, tolerance=cfg.tolerance,
+                               reply_to=[p["chosen_action"] == "clarify" for p in pairs])
         rollout_s = time.monotonic() - t0
-        decisions = [relabel(p, t) for p, t in zip(pairs, trajectories)]
+        decisions = [relabel(p, t, wrong_action_rule=cfg.wrong_action_rule) for p, t in zip(pairs, trajectories)]
         relabelled = [relabelled_row(p, d) for p, d in zip(pairs, decisions)]
         save_dataset(out, {"train": relabelled, "trajectories": [t.to_row() for t in trajectories]})
         outcomes = Counter(d.outcome for d in decisions)
@@ -87,6 +90,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
             "judge_disagreement_ids": disagree[:50],
             "terminated_rate": round(sum(t.terminated for t in trajectories) / n, 4),
             "generated_tokens": policy.generated_tokens,
+            "truncated_samples": policy.truncated_samples,  # turns cut at simulate.max_new_tokens
             "prompts": dict(policy.prompt_stats),  # fitted to simulate.max_prompt_tokens: truncated / dropped counts
             "rollout_seconds": round(rollout_s, 2),
             "usage": {k: u.as_dict() for k, u in usage.items()},

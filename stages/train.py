@@ -7,7 +7,8 @@
 With the defaults (`train.on_policy: true`, `train.sampling: every`) the current policy is
 sampled every `train.sample_every` optimizer steps on the upcoming batch, each sample is
 classified, clarifying ones are continued with the simulated user and scored, and the pairs are
-relabelled before the DPO update (`act.training.act_trainer`). Ablations: `on_policy: false`
+relabelled before the DPO update (`act.training.act_trainer.ActDPOTrainer.on_policy_batch`; the
+simulated user follows the gold branch, the one the kept Phase-1 winner and SFT use). Ablations: `on_policy: false`
 trains on the Phase-1 pairs; `sampling: once` on the simulate stage's relabelled pairs;
 `simulate_trajectories: false` judges samples by action only; `init: base` starts unaligned.
 
@@ -75,7 +76,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
     from act.roles import build_role
     from act.metrics.checks import require_valid
     from act.training import checkpoints
-    from act.training.act_trainer import OnPolicySampler
+    from act.training.sampler import OnPolicySampler
     from act.training.dpo import train_dpo
     from act.tracking import stage_run
     from act.pairs import load_pairs
@@ -108,6 +109,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
             top_k=cfg.sample_top_k, max_prompt_tokens=sim.max_prompt_tokens,
             judge_backend=params.roles.classifier.backend,
             batch_size=sim.generation_batch_size, backend=cfg.sampler, vllm=cfg.vllm,
+            wrong_action_rule=sim.wrong_action_rule,
         )
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else Path(out).parent / "checkpoints" / "train"
     key = checkpoints.run_key({"stage": "train", "seed": params.seed, "dataset": params.dataset,
@@ -144,7 +146,9 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
                 with open(tmp / "rounds" / f"step_{r['step']:05d}.jsonl", "w", encoding="utf-8") as fh:
                     for row in r["pairs"]:
                         fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        metrics = {"pair_source": source, "on_policy_sampling": online, "init": cfg.init, **result.metrics}
+        metrics = {"pair_source": source, "on_policy_sampling": online, "init": cfg.init, **result.metrics,
+                   # on-policy turns cut at simulate.max_new_tokens (a cut answer rarely scores)
+                   "truncated_samples": int(result.metrics.get("samples/truncated", 0))}
         tracker.finish(metrics, metrics_path, started=started,
                        artifacts=((out, "adapter"), (Path(log_dir) / "log.jsonl", "train_log")))
     distributed.wait_for_everyone()

@@ -171,3 +171,50 @@ def test_cli_arguments():
         parse_adapters(["models/act"])
     with pytest.raises(SystemExit):
         main(["--help"])
+
+
+class BranchPolicy:
+    """Asks on the ambiguous request, then writes the query for whichever pet the user's reply names."""
+
+    def generate(self, chats):
+        out = []
+        for chat in chats:
+            if chat[-1]["role"] == "user" and chat[-1]["content"] == "The oldest one.":
+                out.append("SELECT name FROM pet ORDER BY age DESC LIMIT 1")
+            elif chat[-1]["role"] == "user" and chat[-1]["content"] == "The youngest one.":
+                out.append("SELECT name FROM pet ORDER BY age DESC LIMIT 1")  # wrong for this branch
+            else:
+                out.append("Which pet do you mean?")
+        return out
+
+
+def test_an_ambiguous_record_is_scored_on_every_branch_and_averaged(tmp_path):
+    """Issue 19: no branch is picked by chance. The two-branch record gives one row per branch
+    (its branch column), and the record counts once in the metrics with the mean of its branches."""
+    db_dir = tmp_path / "database" / "pets"
+    db_dir.mkdir(parents=True)
+    conn = sqlite3.connect(db_dir / "pets.sqlite")
+    conn.executescript("CREATE TABLE pet(name TEXT, age INT); INSERT INTO pet VALUES ('rex', 3), ('tom', 9), ('kit', 1);")
+    conn.commit()
+    conn.close()
+    two = _rec(0, "Show the pet.", "clarify", "Which pet do you mean: the oldest or the youngest?", [
+        Branch("Show the oldest pet.", "The oldest one.", "SELECT name FROM pet ORDER BY age DESC LIMIT 1",
+               ["SELECT name FROM pet ORDER BY age DESC LIMIT 1"]),
+        Branch("Show the youngest pet.", "The youngest one.", "SELECT name FROM pet ORDER BY age LIMIT 1",
+               ["SELECT name FROM pet ORDER BY age LIMIT 1"]),
+    ])
+    save_dataset(tmp_path / "annotate", {"eval": [two.to_row()]})
+    (tmp_path / "p.yaml").write_text("evaluate: {policies: [act], sql_timeout_s: 2.0}\n")
+    params = load_params(tmp_path / "p.yaml")
+    assert params.evaluate.max_turns == 1  # the default: one clarifying exchange, as in training
+    metrics = run(params, data=tmp_path / "annotate", base="b", adapters={"act": "a"}, databases=tmp_path / "database",
+                  train_log=None, out=tmp_path / "out", metrics_path=tmp_path / "m.json", plots_dir=tmp_path / "plots",
+                  report=tmp_path / "r.html", load_policy=lambda *a: BranchPolicy())
+    rows = load_dataset_dict(tmp_path / "out")["predictions"]
+    assert sorted(rows["branch_index"]) == [0, 1] and set(rows["branches"]) == {2}
+    by_branch = {r["branch_index"]: r for r in rows}
+    assert by_branch[0]["success"] and not by_branch[1]["success"]
+    assert by_branch[1]["gold_reply"] == "The youngest one." and by_branch[1]["turns"][1]["content"] == "The youngest one."
+    t = metrics["act"]["trajectory"]
+    assert t["n"] == 1 and t["score"] == 0.5 and t["success_rate"] == 0.5 and t["post_clarify_score"] == 0.5
+    assert metrics["act"]["action"]["n"] == 1  # the record's action is counted once

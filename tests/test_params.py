@@ -114,3 +114,21 @@ def test_shipped_sql_profile_is_smollm2_with_more_sft():
 
     base, sql = load_profile(ROOT / "profiles" / "smollm2.yaml"), load_profile(ROOT / "profiles" / "smollm2-sql.yaml")
     assert {k: v for k, v in sql.items() if base.get(k) != v} == {"dataset": "ambigsql", "sft.epochs": 6}
+
+
+def test_issue19_defaults_evaluation_and_turn_caps():
+    """One clarifying exchange at evaluation, as in training and the reference; turn caps at least
+    the reference's 128 tokens and the longest gold answer of the data (measured on the ingested
+    datasets: AmbigSQL eval, 210 tokens of the embedded tokenizer, 163 of SmolLM2's); the
+    reference's scheduler; the paper's wrong-action rule."""
+    p = Params()
+    assert p.evaluate.max_turns == 1 and p.simulate.max_clarify_turns == 1
+    assert p.simulate.max_new_tokens >= 210 and p.evaluate.max_new_tokens >= 210
+    assert p.train.lr_scheduler == "cosine" and p.simulate.wrong_action_rule == "paper"
+    from act.params import load_profile
+
+    for name in ("smollm2", "smollm2-sql"):
+        prof = load_profile(ROOT / "profiles" / f"{name}.yaml")
+        p = load_params(ROOT / "params.yaml", prof)
+        assert p.simulate.max_new_tokens >= 163 and p.evaluate.max_new_tokens >= 163, name
+        assert (p.train.epochs, p.train.lr_scheduler, p.train.beta) == (2, "cosine", 0.05), name

@@ -64,3 +64,37 @@ def test_sampling_does_not_touch_the_global_generator(policy_parts):
     torch.manual_seed(123)
     HFPolicy(model, tok, max_new_tokens=4, temperature=1.0, seed=7).generate(CHATS[:2])
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_turns_cut_at_max_new_tokens_are_flagged_and_counted(policy_parts):
+    """A turn that is still running when max_new_tokens is reached counts as truncated (issue 19:
+    `truncated_samples`); one that ended (EOS, then padding) does not, nor one ending on EOS exactly
+    at the cap. A fake `generate` fixes the tokens, so the rule is what is tested."""
+    import torch
+
+    from act.model.loading import HFPolicy
+
+    _, tok = policy_parts
+    word = tok("singers", add_special_tokens=False)["input_ids"][0]
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    rows = {0: [word, word, word, word], 1: [word, eos, pad, pad], 2: [word, word, word, eos]}
+
+    class FixedLM(torch.nn.Module):
+        generation_config = None
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def generate(self, input_ids, attention_mask, max_new_tokens, **kw):
+            assert max_new_tokens == 4
+            new = torch.tensor([rows[i] for i in range(input_ids.shape[0])])
+            return torch.cat([input_ids, new], 1)
+
+    chats = [[{"role": "user", "content": "How many singers?"}]] * 3
+    policy = HFPolicy(FixedLM(), tok, max_new_tokens=4, batch_size=3)
+    out = policy.generate(chats)
+    assert len(out) == 3 and policy.last_truncated == [True, False, False]
+    assert (policy.samples, policy.truncated_samples) == (3, 1)
+    policy.generate(chats[:1])
+    assert policy.last_truncated == [True] and (policy.samples, policy.truncated_samples) == (4, 2)

@@ -315,10 +315,15 @@ def test_sample_every_two_steps_and_in_between_batches_use_latest_labels(tiny, t
         assert rej == latest[i]["prompt_ids"] + latest[i]["rejected_ids"]
 
 
-def test_without_trajectory_simulation_samples_are_judged_by_action(tiny, tmp_path, monkeypatch):
+def test_without_trajectory_simulation_questions_are_judged_by_action_answers_by_score(tiny, tmp_path, monkeypatch):
+    """"ACT w/o trajectory simulation": a clarifying question with the winning action wins on its
+    action alone; a direct answer is still scored by the task heuristic (issue 19)."""
     res, _, user = _train(tiny, tmp_path, monkeypatch, simulate_trajectories=False)
-    outcomes = {p["outcome"] for r in res.rounds for p in r["pairs"]}
-    assert outcomes <= {"wrong_action", "right_action"} and "right_action" in outcomes
+    pairs = [p for r in res.rounds for p in r["pairs"]]
+    assert {p["outcome"] for p in pairs} <= {"wrong_action", "right_action", "answer_success", "answer_failure"}
+    assert all(p["trajectory"]["first_action"] == "clarify" for p in pairs if p["outcome"] == "right_action")
+    answered = [p for p in pairs if p["outcome"].startswith("answer_")]
+    assert all(p["score"] is not None and (p["outcome"] == "answer_success") == (p["score"] >= 0.9) for p in answered)
     assert user.calls == 0  # the simulated user is never asked
 
 
@@ -376,3 +381,35 @@ def test_stages_base_sft_simulate_train_write_their_outputs(tmp_path):
 def test_max_length_below_every_prompt_is_a_clear_error(tiny, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="train.max_length=8"):
         _train(tiny, tmp_path, monkeypatch, sampler=False, on_policy=False, max_length=8)
+
+
+def test_act_trainer_is_a_named_importable_class_and_sampler_module_stays_light():
+    """Issue 19, item 5: `ActDPOTrainer` has a module-level name (the speed helper's mixin and any
+    reader find it there); the stages build their sampler from `act.training.sampler`, which
+    imports neither TRL nor torch."""
+    import subprocess
+    import sys
+
+    from trl import DPOTrainer
+
+    from act.training.act_trainer import ActDPOTrainer, OnPolicySampler, make_trainer_class
+    from act.training.sampler import OnPolicySampler as Light
+
+    assert ActDPOTrainer.__module__ == "act.training.act_trainer" and issubclass(ActDPOTrainer, DPOTrainer)
+    assert make_trainer_class() is ActDPOTrainer and OnPolicySampler is Light
+    out = subprocess.run([sys.executable, "-c", "import sys, act.training.sampler, stages.train; "
+                          "print(sorted(m for m in ('trl', 'torch', 'transformers') if m in sys.modules))"],
+                         capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_reference_regime_switches_reach_the_dpo_config(tmp_path):
+    """train.optim: rmsprop, train.lr_scheduler: cosine, train.epochs: 2, train.beta: 0.05 (the
+    reference's ACTConfig) arrive in TRL's DPOConfig as they are."""
+    from act.training.dpo import dpo_config
+
+    args = dpo_config(TrainParams(optim="rmsprop", lr_scheduler="cosine", epochs=2, beta=0.05), tmp_path, seed=0)
+    assert (str(args.optim.value if hasattr(args.optim, "value") else args.optim), str(args.lr_scheduler_type.value),
+            args.num_train_epochs, args.beta) == ("rmsprop", "cosine", 2, 0.05)
+    constant = dpo_config(TrainParams(lr_scheduler="constant_with_warmup"), tmp_path, seed=0)
+    assert str(constant.lr_scheduler_type.value) == "constant_with_warmup"

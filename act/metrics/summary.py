@@ -111,14 +111,14 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | int
     traj_status = [r.get("traj_status") for r in rows]
     trajectory: dict[str, float | int] = {
         "score": _mean([r["traj_score"] for r in rows]),
-        "success_rate": _mean([1.0 if r["success"] else 0.0 for r in rows]),
+        "success_rate": _mean([float(r["success"]) for r in rows]),  # a fraction of branches per record
         "post_clarify_score": _mean([r["traj_score"] for r in asked]),
         "n_post_clarify": len(asked),
         "score_gold_clarify": _mean([r["traj_score"] for r in ambiguous]),
         "n_gold_clarify": len(ambiguous),
-        "terminated_rate": _mean([1.0 if r["terminated"] else 0.0 for r in rows]),
+        "terminated_rate": _mean([float(r["terminated"]) for r in rows]),
         "mean_clarify_turns": _mean([float(r["clarify_turns"]) for r in rows]),
-        "non_terminated": sum(1 for r in rows if not r["terminated"]),
+        "non_terminated": sum(1 for r in rows if float(r["terminated"]) < 1.0),  # a branch was cut
         "empty": traj_status.count("empty"),
         "n": len(rows),
     }

@@ -212,6 +212,11 @@ class HFPolicy:
         self.merge_lora = merge_lora
         self.calls = 0
         self.generated_tokens = 0
+        self.samples = 0
+        self.truncated_samples = 0
+        """Samples that hit max_new_tokens without ending their turn (cut answers rarely score)."""
+        self.last_truncated: list[bool] = []
+        """Per chat of the last `generate` call: whether its turn was cut at max_new_tokens."""
         self.prompt_stats = PromptStats()
 
     def generate(self, chats: Sequence[Sequence[Message]]) -> list[str]:
@@ -220,17 +225,21 @@ class HFPolicy:
         chats = self.prompt_stats.fit(self.tokenizer, chats, self.max_prompt_tokens)
         order = sorted(range(len(chats)), key=lambda i: sum(len(m["content"]) for m in chats[i]))
         out: list[str] = [""] * len(chats)
+        cut = [False] * len(chats)
         was_training = self.model.training
         self.model.eval()
         try:
             with self._merged():
                 for start in range(0, len(order), self.batch_size):
                     idx = order[start:start + self.batch_size]
-                    for i, text in zip(idx, self._generate_batch([chats[i] for i in idx], torch)):
-                        out[i] = text
+                    for i, (text, hit_cap) in zip(idx, self._generate_batch([chats[i] for i in idx], torch)):
+                        out[i], cut[i] = text, hit_cap
         finally:
             if was_training:
                 self.model.train()
+        self.last_truncated = cut
+        self.samples += len(out)
+        self.truncated_samples += sum(cut)
         return out
 
     @contextlib.contextmanager
@@ -253,7 +262,8 @@ class HFPolicy:
             if merge:
                 model.unmerge_adapter()
 
-    def _generate_batch(self, chats, torch) -> list[str]:
+    def _generate_batch(self, chats, torch) -> list[tuple[str, bool]]:
+        """(text, cut at max_new_tokens) per chat."""
         from act.chat import normalize
 
         tok = self.tokenizer
@@ -282,7 +292,10 @@ class HFPolicy:
             )
         new = gen[:, input_ids.shape[1]:]
         self.generated_tokens += int((new != tok.pad_token_id).sum())
-        return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+        ends = set(stop_ids(self.model, tok)) | {tok.pad_token_id}
+        # a turn still running at the cap: all max_new_tokens generated and the last one ends nothing
+        cut = [new.shape[1] >= self.max_new_tokens and int(row[-1]) not in ends for row in new]
+        return list(zip((t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)), cut))
 
 
 def stop_ids(model, tokenizer) -> list[int]:

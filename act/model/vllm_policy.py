@@ -68,6 +68,9 @@ class VLLMPolicy:
         self.max_prompt_tokens, self.seed = max_prompt_tokens, seed
         self.calls = 0
         self.generated_tokens = 0
+        self.samples = 0
+        self.truncated_samples = 0
+        self.last_truncated: list[bool] = []
         self.prompt_stats = PromptStats()
 
     def generate(self, chats: Sequence[Sequence[Message]]) -> list[str]:
@@ -81,4 +84,9 @@ class VLLMPolicy:
         if len(completions) != len(prompts):
             raise ValueError(f"vLLM returned {len(completions)} completions for {len(prompts)} prompts")
         self.generated_tokens += sum(len(c) for c in completions)
+        cap = getattr(self.engine, "max_completion_length", None)
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        self.last_truncated = [bool(cap) and len(c) >= cap and list(c)[-1] not in ends for c in completions]
+        self.samples += len(completions)
+        self.truncated_samples += sum(self.last_truncated)
         return [self.tokenizer.decode(list(c), skip_special_tokens=True).strip() for c in completions]

@@ -53,7 +53,7 @@ def dpo_config(train: TrainParams, output_dir: str | Path, *, seed: int, report_
         # keep_start cut (the end of the completion) only acts on a relabelled pair that cannot fit (counted)
         max_length=train.max_length,
         truncation_mode="keep_start",
-        lr_scheduler_type="constant_with_warmup",
+        lr_scheduler_type=train.lr_scheduler,  # the reference: cosine (TrainingConfig.lr_scheduler_type)
         remove_unused_columns=True,
         **runtime_args(seed=seed, report_to=report_to, gradient_checkpointing=train.gradient_checkpointing,
                        save_steps=train.save_steps, dtype=train.dtype, optim=train.optim, section="train"),
