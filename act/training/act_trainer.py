@@ -131,7 +131,9 @@ def make_trainer_class():
     """The ActDPOTrainer class (built lazily so importing this module does not import TRL)."""
     from trl import DPOTrainer
 
-    class ActDPOTrainer(DPOTrainer):
+    from act.training.fast_forward import FastDPOMixin
+
+    class ActDPOTrainer(FastDPOMixin, DPOTrainer):
         def __init__(self, *args, pairs: Sequence[dict], records: Sequence[TurnRecord],
                      sampler: OnPolicySampler | None = None, sample_every: int = 1,
                      mask_user_turns: bool = False, on_round: Callable[[dict], None] | None = None,
