@@ -33,6 +33,29 @@ FAST_OFF = {"fast_lm_head": False, "fast_shared_prefix": False, "fast_ref_cache"
 FAST_ON = {"fast_lm_head": True, "fast_shared_prefix": True, "fast_ref_cache": True}
 
 
+_TRAIN_CPU: list[float] = []
+
+
+def _time_trainer_cpu() -> None:
+    """Record the process CPU seconds of every `Trainer.train` call: on a shared machine CPU time
+    is far steadier than wall time (it does not count the time other processes hold the cores)."""
+    import transformers
+
+    original = transformers.Trainer.train
+    if getattr(original, "_act_timed", False):
+        return
+
+    def train(self, *args, **kwargs):
+        t = time.process_time()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _TRAIN_CPU.append(time.process_time() - t)
+
+    train._act_timed = True
+    transformers.Trainer.train = train
+
+
 def _losses(history: list[dict]) -> list[float]:
     return [h["loss"] for h in history if "loss" in h]
 
@@ -47,7 +70,7 @@ def run_dpo(args, params, pairs, records, fast: dict, sampler) -> dict:
                         sampler=sampler, prompt_budget=params.simulate.max_prompt_tokens)
     steps = max(1, res.metrics["steps"])
     m = res.metrics
-    return {"step_s": m["train_seconds"] / steps, "sampling_s": m["sampling_seconds"] / steps,
+    return {"step_s": m["train_seconds"] / steps, "step_cpu_s": _TRAIN_CPU[-1] / steps, "sampling_s": m["sampling_seconds"] / steps,
             "simulation_s": m["simulation_seconds"] / steps, "losses": [h["loss"] for h in res.log_history if "loss" in h],
             "ref_rows_computed": m.get("reference_rows_computed"), "ref_rows_cached": m.get("reference_rows_cached")}
 
@@ -59,7 +82,8 @@ def run_sft(args, params, records, fast: bool) -> dict:
                               save_steps=0, fast_lm_head=fast)
     with tempfile.TemporaryDirectory() as tmp:
         m, history = train_sft(args.base, records, Path(tmp) / "adapter", sft, seed=params.seed, return_history=True)
-    return {"step_s": m["train_seconds"] / max(1, m["steps"]), "losses": _losses(history)}
+    steps = max(1, m["steps"])
+    return {"step_s": m["train_seconds"] / steps, "step_cpu_s": _TRAIN_CPU[-1] / steps, "losses": _losses(history)}
 
 
 def make_sampler(args, params):
@@ -75,7 +99,7 @@ def make_sampler(args, params):
 
 
 def anatomy(args, params, pairs) -> dict:
-    """Median seconds of each part of one DPO update on the first batch, before and after."""
+    """Median CPU seconds of each part of one DPO update on the first batch, before and after."""
     import torch
     from peft import get_peft_model
     from trl.kernels import ChunkedLogProbFunction
@@ -140,15 +164,15 @@ def anatomy(args, params, pairs) -> dict:
     check = {}
     for _ in range(args.repeats):
         for name, shared in (("before", False), ("after", True)):
-            t = time.perf_counter()
+            t = time.process_time()
             check[f"policy_{name}"] = policy(models[name], shared)
-            parts[f"policy_fwd_bwd_{name}"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            parts[f"policy_fwd_bwd_{name}"].append(time.process_time() - t)
+            t = time.process_time()
             check[f"ref_{name}"] = reference(models[name], shared)
-            parts[f"reference_fwd_{name}"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            parts[f"reference_fwd_{name}"].append(time.process_time() - t)
+            t = time.process_time()
             head(hidden_all.size(0) if name == "before" else n_scored)
-            parts[f"lm_head_fwd_bwd_{name}"].append(time.perf_counter() - t)
+            parts[f"lm_head_fwd_bwd_{name}"].append(time.process_time() - t)
     diff = max(float((check["policy_before"] - check["policy_after"]).abs().max()),
                float((check["ref_before"] - check["ref_after"]).abs().max()))
     out = {k: round(statistics.median(v), 3) for k, v in parts.items()}
@@ -185,6 +209,7 @@ def main(argv=None) -> None:
     n = args.steps * args.batch_size
     pairs, records = pairs[:n], records[:n]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    _time_trainer_cpu()
     runs: dict[str, list[dict]] = {}
     loads = []
     for rep in range(args.repeats):
@@ -196,31 +221,33 @@ def main(argv=None) -> None:
                 else:
                     r = run_dpo(args, params, pairs, records, fast, make_sampler(args, params) if variant == "act" else None)
                 runs.setdefault(f"{variant}_{when}", []).append(r)
-                print(f"repeat {rep} {variant:<4} {when:<6} step {r['step_s']:.2f}s load {os.getloadavg()[0]:.2f} "
+                print(f"repeat {rep} {variant:<4} {when:<6} step {r['step_s']:.2f}s ({r['step_cpu_s']:.2f} CPU s) load {os.getloadavg()[0]:.2f} "
                       f"losses {[round(x, 6) for x in r['losses']]}", flush=True)
     loads.append(os.getloadavg()[0])
     table, worst = {}, {}
     for name, rs in runs.items():
-        table[name] = {k: round(statistics.median(r[k] for r in rs), 3) for k in ("step_s", "sampling_s", "simulation_s")
-                       if k in rs[0]}
+        table[name] = {k: round(statistics.median(r[k] for r in rs), 3)
+                       for k in ("step_s", "step_cpu_s", "sampling_s", "simulation_s") if k in rs[0]}
     for variant in variants:
         pairs_ = zip(runs[f"{variant}_before"], runs[f"{variant}_after"])
         worst[variant] = max(abs(a - b) for rb, ra in pairs_ for a, b in zip(rb["losses"], ra["losses"]))
     figures = {"table": table, "max_loss_diff": worst,
                "load_avg_1min": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
                "cores": os.cpu_count(), "steps": args.steps, "batch_size": args.batch_size, "repeats": args.repeats}
-    for variant in variants:
-        b, a = table[f"{variant}_before"]["step_s"], table[f"{variant}_after"]["step_s"]
-        figures[f"{variant}_cut"] = round(1 - a / b, 3)
-    if "act" in variants and "dpo" in variants:
-        figures["act_over_dpo_before"] = round(table["act_before"]["step_s"] / table["dpo_before"]["step_s"], 3)
-        figures["act_over_dpo_after"] = round(table["act_after"]["step_s"] / table["dpo_after"]["step_s"], 3)
+    for key in ("step_s", "step_cpu_s"):
+        for variant in variants:
+            b, a = table[f"{variant}_before"][key], table[f"{variant}_after"][key]
+            figures[f"{variant}_cut_{key}"] = round(1 - a / b, 3)
+        if "act" in variants and "dpo" in variants:
+            for when in ("before", "after"):
+                figures[f"act_over_dpo_{when}_{key}"] = round(table[f"act_{when}"][key] / table[f"dpo_{when}"][key], 3)
     if not args.no_anatomy:
         figures["anatomy"] = anatomy(args, params, pairs)
     print(json.dumps(figures, indent=2))
-    print(f"{'run':<12} {'step s':>8} {'sampling':>9} {'simulation':>11}")
+    print(f"{'run':<12} {'step s':>8} {'step CPU s':>11} {'sampling':>9} {'simulation':>11}")
     for name, r in table.items():
-        print(f"{name:<12} {r['step_s']:>8.3f} {r.get('sampling_s', 0):>9.3f} {r.get('simulation_s', 0):>11.3f}")
+        print(f"{name:<12} {r['step_s']:>8.3f} {r['step_cpu_s']:>11.3f} {r.get('sampling_s', 0):>9.3f} "
+              f"{r.get('simulation_s', 0):>11.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"figures": figures, "runs": runs}, indent=2), encoding="utf-8")
     bad = {v: d for v, d in worst.items() if d > args.tolerance}
