@@ -113,6 +113,7 @@ def install_fast_forward(model, outputs: tuple[str, ...], fast: FastPaths) -> bo
         hidden = None
         if fast.shared_prefix and _PAIRED.get() and not (self.training and _checkpointing(self)):
             hidden = _shared_prefix_hidden(self, kwargs, labels, rows, cols)
+        self._act_fast_calls["shared_prefix" if hidden is not None else "compact"] += 1
         if hidden is None:
             hidden = self.base_model(**kwargs).last_hidden_state[rows, cols]
         per_token = head(self, hidden, labels[:, 1:][rows, cols])
@@ -120,6 +121,8 @@ def install_fast_forward(model, outputs: tuple[str, ...], fast: FastPaths) -> bo
 
     model.forward = types.MethodType(forward, model)
     model._act_trl_forward = trl_forward
+    model._act_fast_calls = {"shared_prefix": 0, "compact": 0}
+    """How many fused-head forwards took each path (a check that the fast paths run)."""
     del torch
     return True
 
@@ -163,7 +166,8 @@ def _shared_prefix_hidden(model, kwargs: dict, labels, rows, cols):
     from transformers import DynamicCache
 
     input_ids, attention_mask = kwargs["input_ids"], kwargs.get("attention_mask")
-    extra = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_cache", "position_ids")}
+    extra = {k: v for k, v in kwargs.items()
+             if k not in ("input_ids", "attention_mask", "use_cache", "position_ids") and v is not None and v is not False}
     found = _prompt_lengths(input_ids, attention_mask, labels)
     if found is None or extra:
         return None
