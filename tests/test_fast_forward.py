@@ -122,7 +122,7 @@ def _records(n: int = 8):
         meta={"db_id": "singer"}) for i in range(n)]
 
 
-def test_dpo_and_sft_losses_equal_with_fast_paths(tiny_base, tmp_path):
+def test_dpo_and_sft_losses_equal_with_fast_paths(tiny_base, tmp_path, monkeypatch):
     """Plain DPO over two epochs (the second one reads every reference log-prob from the cache)
     and SFT: the same per-step losses with every fast path on as with TRL's forward."""
     import dataclasses
@@ -137,6 +137,17 @@ def test_dpo_and_sft_losses_equal_with_fast_paths(tiny_base, tmp_path):
     pairs, _ = build_pairs(records, build_role("rejecter", RolesParams()))
     on = TrainParams(batch_size=4, learning_rate=1e-2, epochs=2, probe_every=0, save_steps=0)
     off = dataclasses.replace(on, fast_lm_head=False, fast_shared_prefix=False, fast_ref_cache=False)
+    from trl import DPOTrainer
+
+    calls = []
+    parent = DPOTrainer.train
+
+    def train(self, *a, **k):  # which forward path the trainer's passes took
+        out = parent(self, *a, **k)
+        calls.append(dict(getattr(self.model.get_base_model(), "_act_fast_calls", {})))
+        return out
+
+    monkeypatch.setattr(DPOTrainer, "train", train)
     runs = {name: train_dpo(tiny_base, None, pairs, records, tmp_path / name, params, seed=0)
             for name, params in (("off", off), ("on", on))}
     losses = {name: [h["loss"] for h in r.log_history if "loss" in h] for name, r in runs.items()}
@@ -145,6 +156,8 @@ def test_dpo_and_sft_losses_equal_with_fast_paths(tiny_base, tmp_path):
     assert runs["on"].metrics["reference_rows_cached"] == 16  # epoch 2: all 8 pairs x 2 sides from the cache
     assert runs["on"].metrics["reference_rows_computed"] == 16
     assert runs["off"].metrics["reference_rows_cached"] == 0
+    # on: 4 policy passes + 2 reference passes (epoch 1) all took the shared prompt; off: TRL's forward
+    assert calls == [{}, {"shared_prefix": 6, "compact": 0}]
 
     sft_on = SftParams(epochs=2, batch_size=4, learning_rate=5e-3, save_steps=0)
     sft = {name: train_sft(tiny_base, records, tmp_path / f"sft_{name}", params, seed=0, return_history=True)[1]
