@@ -217,6 +217,9 @@ class SftParams:
     """Forward passes per optimizer step: effective batch = batch_size x this (x devices)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: much less memory, ~30% more time."""
+    fast_lm_head: bool = True
+    """LM head only at the gold assistant tokens, not at every position (`act.training.fast_forward`);
+    same loss. False = TRL's fused head, which off CUDA projects every position."""
     max_length: int = 1024
     """Tokens per conversation: a longer one keeps its system message, latest request and gold
     turns whole; the middle of its context and then its oldest history turns are cut (`act.chat.fit_prompt`)."""
@@ -342,6 +345,14 @@ class TrainParams:
     """Forward passes per optimizer step (each samples its own pairs when on-policy)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: much less memory, ~30% more time."""
+    fast_lm_head: bool = True
+    """LM head only at completion tokens, not at every position (`act.training.fast_forward`); same losses."""
+    fast_shared_prefix: bool = True
+    """Each pair's prompt runs once for both sides (its KV cache reused), in the policy and the reference
+    passes; losses equal to ~1e-6. Needs fast_lm_head; off under gradient_checkpointing (no cache)."""
+    fast_ref_cache: bool = True
+    """Reference log-probs kept per (prompt, side) token sequence: the frozen reference runs only on
+    sequences it has not scored (second epoch, a side ACT kept, a repeated greedy sample)."""
     loss_type: tuple[str, ...] = ("sigmoid",)
     """TRL DPO loss(es): sigmoid (DPO), ipo, hinge, ..."""
     max_length: int = 1024

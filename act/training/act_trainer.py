@@ -50,6 +50,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from act.records import TurnRecord
 from act.simulate import OUTCOMES, RelabelDecision, Trajectory, offline_action, relabel, rollout
+from act.training.fast_forward import FastDPOMixin
 from act.training.sampler import ACT_STATE, EXTRA_COLUMNS, OnPolicySampler, TimedPolicy, act_state_name
 from act.training.tokenize import tokenize_pair
 
@@ -82,7 +83,7 @@ class ActPreferenceCollator(DataCollatorForPreference):
         return out
 
 
-class ActDPOTrainer(DPOTrainer):
+class ActDPOTrainer(FastDPOMixin, DPOTrainer):
     """DPOTrainer that relabels each batch from the current policy's trajectories before updating.
 
     `pairs[i]` is the Phase-1 pair of dataset row i and `records[i]` its record; `sampler` (None =

@@ -126,6 +126,7 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
 
     from act.training import checkpoints
     from act.training.act_trainer import act_state_name, make_trainer_class
+    from act.training.fast_forward import fast_paths
 
     if not pairs:
         raise ValueError("no preference pairs to train on")
@@ -159,7 +160,7 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
             model=model, args=args,
             train_dataset=dataset, eval_dataset=probe_set, processing_class=tok, peft_config=peft_config,
             pairs=pairs, records=records, sampler=sampler, sample_every=train.sample_every,
-            mask_user_turns=train.mask_user_turns, prompt_budget=prompt_budget,
+            mask_user_turns=train.mask_user_turns, prompt_budget=prompt_budget, fast=fast_paths(train),
         )
         kept = len(trainer.train_dataset)
         if kept == 0:
@@ -204,6 +205,8 @@ def train_dpo(base_dir: str | Path, sft_dir: str | Path | None, pairs: Sequence[
         "train_loss": round(float(_mean_loss(history) if resume else out.training_loss), 6),
         "train_seconds": round(seconds, 2),
         "reference": reference,
+        "reference_rows_computed": trainer.ref_rows["computed"],
+        "reference_rows_cached": trainer.ref_rows["cached"],
         "sampling_rounds": len(trainer.relabel_log),
         "sampling_calls": trainer.sampling_calls,
         "sampling_seconds": round(sum(e["time/sampling_s"] for e in trainer.relabel_log), 2),

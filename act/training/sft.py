@@ -55,20 +55,35 @@ def sft_config(sft: SftParams, output_dir: str | Path, *, seed: int, report_to: 
     ))
 
 
+def sft_trainer_class():
+    """TRL's SFTTrainer with the compact LM head (`act.training.fast_forward`, switch `sft.fast_lm_head`);
+    built lazily so importing this module does not import TRL."""
+    from trl import SFTTrainer
+
+    from act.training.fast_forward import FastSFTMixin
+
+    class ActSFTTrainer(FastSFTMixin, SFTTrainer):
+        pass
+
+    return ActSFTTrainer
+
+
 def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str | Path, sft: SftParams, *,
               seed: int, report_to: str | list[str] = "none", work_dir: str | Path | None = None,
-              checkpoint_dir: str | Path | None = None, run_key: dict | None = None) -> dict[str, Any]:
+              checkpoint_dir: str | Path | None = None, run_key: dict | None = None,
+              return_history: bool = False) -> dict[str, Any] | tuple[dict[str, Any], list[dict]]:
     """Train a LoRA adapter on the gold conversations; saves the adapter only to `out_dir` (on the
     main process of a multi-process launch). With `sft.save_steps` and `checkpoint_dir`, checkpoints
     go there and a run with the same `run_key` resumes from the last one (act.training.checkpoints).
-    The returned `resumed_from_step` (0 = fresh) is for logs, not for the DVC metric."""
+    The returned `resumed_from_step` (0 = fresh) is for logs, not for the DVC metric. With
+    `return_history`: (metrics, the Trainer's log history)."""
     import tempfile
 
     from datasets import Dataset
-    from trl import SFTTrainer
 
     from act.chat import completion_length, fit_prompt, tokenize_chat
     from act.model.loading import get_peft_config, load_model, save_adapter
+    from act.training.fast_forward import fast_paths
 
     if not records:
         raise ValueError("no training records for SFT")
@@ -99,8 +114,8 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
         if saving:
             with args.main_process_first(desc="checkpoint check"):
                 resume = checkpoints.prepare(checkpoint_dir, run_key or {"key": ""})
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                             peft_config=get_peft_config(sft.lora))
+        trainer = sft_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                                      peft_config=get_peft_config(sft.lora), fast=fast_paths(sft))
         quiet_trainer(trainer)
         t0 = time.perf_counter()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -108,7 +123,7 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
     if trainer.accelerator.is_main_process:
         save_adapter(trainer.model, str(out_dir))  # target_modules sorted: byte-reproducible
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and math.isfinite(h["loss"])]
-    return {
+    metrics = {
         "enabled": True,
         "examples": len(records),
         "examples_truncated": truncated,
@@ -121,3 +136,4 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
         "train_seconds": round(seconds, 2),
         "resumed_from_step": checkpoints.resumed_step(resume),
     }
+    return (metrics, list(trainer.state.log_history)) if return_history else metrics
