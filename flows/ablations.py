@@ -270,7 +270,7 @@ def headline(table: list[dict[str, Any]]) -> list[str]:
     return shown or metrics
 
 
-PAIRED_KEYS = ("action.macro_f1", "action.clarify_f1", "turn.answer_score", "trajectory.score",
+PAIRED_KEYS = ("action.macro_f1", "action.clarify_f1", "action.action_auc", "turn.answer_score", "trajectory.score",
                "trajectory.success_rate")
 """The metrics whose paired ACT - method differences the markdown shows (the CSV has every headline)."""
 
