@@ -63,8 +63,8 @@ def test_show_prints_one_row_per_policy_with_spread(tmp_path, capsys):
     assert main(["-C", str(tmp_path), "show"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| Policy | Action Macro F1")
-    assert lines[2] == "| sft | 0.500 | 0.600 | - | - | - | - | 0.250 | - | - | 40 |"
-    assert lines[3] == "| act | 0.750 ± 0.050 | - | - | - | - | - | - | - | - | 40 |"
+    assert lines[2] == "| sft | 0.500 | 0.600 | - | - | - | - | - | 0.250 | - | - | 40 |"
+    assert lines[3] == "| act | 0.750 ± 0.050 | - | - | - | - | - | - | - | - | - | 40 |"
 
 
 def test_show_without_metrics_says_what_to_run(tmp_path, capsys):
