@@ -395,6 +395,16 @@ class TrainParams:
 
 
 # --------------------------------------------------------------------------------------- evaluate
+AUC_QUESTIONS: dict[str, str] = {
+    "pacific": "Which item or period are you asking about?",
+    "abg_coqa": "Could you clarify what you are asking about?",
+    "ambigsql": "Could you clarify which information you want?",
+    "custom": "Could you clarify what you mean?",
+}
+"""`evaluate.auc_questions`' defaults: one content-free clarifying question per dataset, in the
+register of that corpus's human questions (see `act.metrics.likelihood`)."""
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
     policies: tuple[str, ...] = ("base", "sft", "act")
@@ -421,6 +431,13 @@ class EvaluateParams:
     coqa_averaging: Literal["max", "leave_one_out"] = "max"
     """Abg-CoQA / custom turn score over several gold answers: the best one (max), or the official
     CoQA script's leave-one-out average (never higher)."""
+    auc_questions: dict[str, str] = field(default_factory=lambda: dict(AUC_QUESTIONS))
+    """`action_auc`: the ONE clarifying question scored against the gold direct answer on every
+    record of a dataset, by dataset name (`act.metrics.likelihood`: one fixed wording, so only the
+    prompt moves its likelihood)."""
+    auc_resamples: int = 1000
+    """`action_auc`: stratified bootstrap replicates of its 95% interval, seeded with `seed`
+    (0 = no interval: lo = hi = the point)."""
 
     def __post_init__(self):
         check(len(self.policies) > 0, "policies must name at least one policy")
@@ -429,6 +446,9 @@ class EvaluateParams:
               "max_turns, limit and samples must be >= 0")
         check(self.temperature >= 0.0 and self.max_new_tokens > 0 and self.sql_timeout_s > 0,
               "temperature must be >= 0, max_new_tokens and sql_timeout_s > 0")
+        check(self.auc_resamples >= 0, "auc_resamples must be >= 0")
+        empty = [k for k, v in self.auc_questions.items() if not v.strip()]
+        check(not empty, f"auc_questions: empty question for {empty}")
 
 
 @dataclass(frozen=True)

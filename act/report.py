@@ -351,7 +351,7 @@ MISSING = "&ndash;"
 """What a table cell shows for a metric the policy has no value for (see `LEGEND`)."""
 
 COUNTS = frozenset({"n", "n_answer", "n_gold_clarify", "n_post_clarify", "non_terminated", "empty", "errors",
-                    "timeouts", "seeds"})
+                    "timeouts", "seeds", "action_auc_n_clarify", "action_auc_n_answer", "action_auc_skipped"})
 """Metrics that count examples: shown as whole numbers (a mean over seeds keeps one decimal)."""
 
 LABELS = {
@@ -364,13 +364,17 @@ LABELS = {
     "score_gold_clarify": "score on ambiguous turns", "n_gold_clarify": "ambiguous turns",
     "terminated_rate": "answered rate", "mean_clarify_turns": "questions asked (mean)",
     "non_terminated": "never answered", "seeds": "seeds",
+    "action_auc": "action AUC [95% CI]", "action_auc_n_clarify": "AUC: ambiguous turns",
+    "action_auc_n_answer": "AUC: clear turns", "action_auc_skipped": "AUC: no answer to score",
 }
 """Column headings of the metrics tables; the metrics.json key is printed under each."""
 
 LEGEND = (f"{MISSING} = not measured for this policy or dataset (SQL errors and timeouts exist only for "
           "AmbigSQL, token F1 only for text answers). Counts are numbers of eval examples (a mean when "
           "there are several seeds); &plusmn; is the standard deviation over seeds. SQL execution errors: "
-          "answers whose SQL failed to run on the database.")
+          "answers whose SQL failed to run on the database. Action AUC: how well the policy's log-likelihood "
+          "of a fixed clarifying question minus that of the gold answer ranks ambiguous turns above clear "
+          "ones (0.5 = blind, 1 = perfect; no generation, so no threshold), with its bootstrap interval.")
 
 
 def _fmt(name: str, v: Any) -> str:
@@ -386,7 +390,15 @@ def _cell(name: str, vals: dict) -> str:
         return f"<td class=na title='not measured'>{MISSING}</td>"
     std = vals.get(f"{name}_std")
     spread = f" &plusmn; {_fmt(name, std)}" if std is not None else ""
+    if f"{name}_lo" in vals and f"{name}_hi" in vals:  # an interval (action_auc) beside its point
+        spread += f" [{_fmt(name, vals[f'{name}_lo'])}, {_fmt(name, vals[f'{name}_hi'])}]"
     return f"<td>{_fmt(name, vals[name])}{spread}</td>"
+
+
+def _interval_end(name: str, vals: dict) -> bool:
+    """True for `<m>_lo` / `<m>_hi` when `<m>` is there too: shown in `<m>`'s cell, not as a column."""
+    base, _, end = name.rpartition("_")
+    return end in ("lo", "hi") and base in vals
 
 
 def _table(metrics: dict[str, dict]) -> str:
@@ -395,7 +407,7 @@ def _table(metrics: dict[str, dict]) -> str:
         names: list[str] = []
         for policy in metrics:
             for name in metrics[policy].get(level, {}):
-                if name not in names and not name.endswith("_std"):
+                if name not in names and not name.endswith("_std") and not _interval_end(name, metrics[policy][level]):
                     names.append(name)
         head = "".join(f"<th>{html.escape(LABELS.get(n, n.replace('_', ' ')))}<span class=key>{html.escape(n)}</span></th>"
                        for n in names)

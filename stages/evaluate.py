@@ -82,6 +82,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
     from act.io import atomic_dir, require_dir, save_dataset
     from act.metrics.embedding import load_similarity
     from act.metrics.levels import evaluate_policy, per_record
+    from act.metrics.likelihood import policy_action_auc
     from act.metrics.summary import combine_seeds, summarize
     from act.roles import build_role
     from act.metrics.checks import require_valid
@@ -120,7 +121,8 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
         metrics: dict[str, Any] = {}
         rows: list[dict] = []
         for name in ev.policies:
-            per_seed, prompts, generation = [], {}, {"samples": 0, "truncated_samples": 0}
+            per_seed, prompts, auc = [], {}, {}
+            generation = {"samples": 0, "truncated_samples": 0}
             for seed in ev.seeds:
                 t0 = time.monotonic()
                 policy = load_policy(str(base), adapters.get(name), seed)
@@ -130,6 +132,9 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
                     similarity=similarity, coqa_averaging=ev.coqa_averaging,
                     progress_desc=f"evaluate {name} seed {seed}",
                 )
+                if seed == ev.seeds[0]:  # log-likelihoods do not depend on the sampling seed: scored once
+                    auc = policy_action_auc(records, policy, ev.auc_questions, resamples=ev.auc_resamples,
+                                            seed=params.seed, name=name)
                 for k, v in getattr(policy, "prompt_stats", {}).items():  # prompts fitted to the budget, over seeds
                     prompts[k] = prompts.get(k, 0) + v
                 for k in generation:  # turns cut at evaluate.max_new_tokens, over seeds
@@ -141,6 +146,7 @@ def run(params: Params, *, data: str | Path, base: str | Path, adapters: dict[st
                 per_seed.append(summarize(per_record(seed_rows)))
                 log.info("%s seed %d: %d records in %.1f s", name, seed, len(seed_rows), time.monotonic() - t0)
             metrics[name] = combine_seeds(per_seed)
+            metrics[name]["action"].update(auc)
             if prompts:
                 metrics[name]["prompts"] = prompts
             if generation["samples"]:

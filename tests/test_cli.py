@@ -66,8 +66,8 @@ def test_show_prints_one_row_per_policy_with_spread(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("## Workspace: metrics/evaluate.json (") and lines[1] == ""
     assert lines[2].startswith("| Policy | Action Macro F1")
-    assert lines[4] == "| sft | 0.500 | 0.600 | - | - | - | - | 0.250 | - | - | 40 |"
-    assert lines[5] == "| act | 0.750 ± 0.050 | - | - | - | - | - | - | - | - | 40 |"
+    assert lines[4] == "| sft | 0.500 | 0.600 | - | - | - | - | - | 0.250 | - | - | 40 |"
+    assert lines[5] == "| act | 0.750 ± 0.050 | - | - | - | - | - | - | - | - | - | 40 |"
     # the ablation table is labelled as such, not run on as if it were more workspace rows
     assert lines[6] == "" and lines[7].startswith("## Ablations: reports/ablations.md (")
     assert lines[9] == "| method | action.macro_f1 |"

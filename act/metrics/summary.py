@@ -18,6 +18,12 @@ Levels (every figure comes with the count it is averaged over):
               `non_terminated`, `empty`, and for SQL `errors`, `timeouts`.
 Across seeds each figure is the mean; with several seeds `<name>_std` (sample std, ddof 1) is
 added. Counts fixed by the records (`n`, `n_answer`, `n_gold_clarify`) are kept as they are.
+
+The evaluate stage adds to the action level, once per policy (log-likelihoods do not depend on the
+sampling seed, so there is no `_std`): `action_auc` (`act.metrics.likelihood`: ROC AUC of "ask"
+minus "answer" log-likelihood against the gold action; 0.5 = blind, threshold-free),
+`action_auc_lo` / `action_auc_hi` (its 95% bootstrap interval), `action_auc_n_clarify`,
+`action_auc_n_answer` and `action_auc_skipped` (records without a direct answer to score).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ HEADLINE: tuple[tuple[str, str, str], ...] = (
     ("action", "accuracy", "Action accuracy"),
     ("action", "clarify_f1", "Clarify F1"),
     ("action", "informedness", "Action informedness (J)"),
+    ("action", "action_auc", "Action AUC (likelihood)"),
     ("turn", "answer_score", "Turn task score"),
     ("turn", "token_f1", "Turn token F1"),
     ("trajectory", "score", "Trajectory score"),
@@ -46,7 +53,7 @@ table, `act show` and the ablation table all show these (where the data has them
 HEADLINE_KEYS: tuple[str, ...] = tuple(f"{level}.{metric}" for level, metric, _ in HEADLINE)
 """The same as dotted names, as flattened metrics spell them."""
 
-ABLATION_METRICS: tuple[str, ...] = ("action.macro_f1", "action.clarify_f1", "turn.answer_score", "trajectory.score",
+ABLATION_METRICS: tuple[str, ...] = ("action.macro_f1", "action.clarify_f1", "action.action_auc", "turn.answer_score", "trajectory.score",
                                      "trajectory.success_rate")
 """The metrics a sweep compares: the ablation plot draws them (where the table has them) and the
 ablation markdown shows their paired ACT - method differences (the CSVs hold every metric)."""
@@ -128,7 +135,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | int
     return {"action": action, "turn": turn, "trajectory": trajectory}
 
 
-SEED_FREE_COUNTS = ("n", "n_answer", "n_gold_clarify")
+SEED_FREE_COUNTS = ("n", "n_answer", "n_gold_clarify", "action_auc_n_clarify", "action_auc_n_answer",
+                    "action_auc_skipped")
 """Counts fixed by the eval records; every other figure (n_post_clarify too) depends on sampling."""
 
 
