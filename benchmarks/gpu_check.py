@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -120,9 +121,14 @@ def machine_info() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ phase 1
+GPU_MARK = re.compile(r"^\s*(@pytest\.mark\.gpu\b|pytestmark\s*=.*\bgpu\b)", re.M)
+
+
 def gpu_test_files() -> list[str]:
+    """The test files holding `gpu`-marked tests (only those are collected: the others import
+    libraries, such as MLflow and Prefect, that a bare GPU machine may lack)."""
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                  if "mark.gpu" in p.read_text(encoding="utf-8"))
+                  if GPU_MARK.search(p.read_text(encoding="utf-8")))
 
 
 def junit_outcomes(xml_path: Path) -> dict[str, dict[str, str]]:

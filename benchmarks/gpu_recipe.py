@@ -209,6 +209,22 @@ def capped(name: str, record: dict[str, Any], cap_gib: float | None, fn: Callabl
             fn(rec)
 
 
+def recipe_params(work: Path, sizes: Sizes):
+    """(params, overrides, SFT records, DPO pairs): params.yaml + the profile + `sizes.overrides`,
+    with only the number of steps cut: one epoch over exactly `sft_steps` optimizer steps of
+    records, `train_steps` DPO steps, no checkpoints, no probe set."""
+    from act.params import load_params
+
+    over = {k: v for k, v in profile_overrides().items() if k != "base.model"}
+    over.update(sizes.overrides)
+    over.update({"base.model": str(work / "weights"), "sft.epochs": 1, "sft.save_steps": 0, "train.save_steps": 0,
+                 "train.max_steps": sizes.train_steps, "train.probe_every": 0})
+    p = load_params(ROOT / "params.yaml", over)
+    sft_recs = p.sft.batch_size * p.sft.gradient_accumulation_steps * sizes.sft_steps
+    pairs_n = p.train.batch_size * p.train.gradient_accumulation_steps * sizes.train_steps
+    return p, over, sft_recs, pairs_n
+
+
 def run(work: Path, sizes: Sizes, record: dict[str, Any], save: Callable[[], None],
         time_left: Callable[[], float], cap_gib: float | None = None) -> None:
     """Run the recipe phases in `work`, filling `record` (and calling `save`) after each one.
@@ -219,19 +235,12 @@ def run(work: Path, sizes: Sizes, record: dict[str, Any], save: Callable[[], Non
     from act.io import save_dataset
     from act.model.loading import load_policy
     from act.pairs import build_pairs
-    from act.params import RolesParams, load_params
+    from act.params import RolesParams
     from act.records import with_system
     from act.roles import build_role
     from stages import base as base_stage, sft as sft_stage, train as train_stage
 
-    profile = profile_overrides()
-    params_over = {k: v for k, v in profile.items() if k != "base.model"}
-    p = load_params(ROOT / "params.yaml", {**params_over, **sizes.overrides, "base.model": str(work / "weights")})
-    sft_recs = p.sft.batch_size * p.sft.gradient_accumulation_steps * sizes.sft_steps
-    pairs_n = p.train.batch_size * p.train.gradient_accumulation_steps * sizes.train_steps
-    over = {**params_over, **sizes.overrides, "base.model": str(work / "weights"), "sft.epochs": 1,
-            "sft.save_steps": 0, "train.save_steps": 0, "train.max_steps": sizes.train_steps, "train.probe_every": 0}
-    p = load_params(ROOT / "params.yaml", over)
+    p, over, sft_recs, pairs_n = recipe_params(work, sizes)
     record["settings"] = {"profile": str(PROFILE.relative_to(ROOT)), "overrides": over, "sizes": asdict(sizes),
                           "sft_records": sft_recs, "train_pairs": pairs_n, "memory_cap_gib": cap_gib}
     save()
