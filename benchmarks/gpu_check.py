@@ -254,6 +254,13 @@ def run_recipe(rec: dict[str, Any], work: Path, cuda: bool, report: Report, time
     shutil.rmtree(work / "recipe" / "weights", ignore_errors=True)  # 14 GiB of random weights
 
 
+def scratch_parent() -> str:
+    """The temporary folder with the most free space (the 7B run writes 13.5 GiB of weights there)."""
+    candidates = [c for c in (tempfile.gettempdir(), "/var/tmp") if os.path.isdir(c)
+                  and os.access(c, os.W_OK)]
+    return max(candidates, key=lambda c: shutil.disk_usage(c).free)
+
+
 def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {' '.join(str(e).split())}"[:1000]
 
@@ -285,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                                "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "machine": machine_info(), "phases": {}})
     report.save()
-    work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check_", dir=scratch_parent()))
     work.mkdir(parents=True, exist_ok=True)
+    report.data["work"] = {"path": str(work), "free_gib": round(shutil.disk_usage(work).free / 2**30, 1)}
     runners = {
         "gpu_tests": lambda rec: run_gpu_tests(rec, work, cuda),
         "recipe_7b": lambda rec: run_recipe(rec, work, cuda, report, time_left, args.cap_gib),
