@@ -31,7 +31,7 @@ from prefect import flow, get_run_logger, task
 
 from act.metrics.paired import paired, summarize
 from act.tables import paired_markdown, policy_figures, relabel_markdown, to_markdown, write_reports
-from flows.display import ablations_name, ablations_run_name
+from flows.display import ablations_name, ablations_run_name, announce_flow_run, say, still_running
 from flows.experiments import (RUN_FILES, _dvc_env, _exp_commits, exp_name, exp_run_cmd, find_exp_ref,
                                head_commit, queue_status, read_exp_metrics, save_runs)
 from flows.methods import METHODS, Method  # noqa: F401  (Method: the type of METHODS' values)
@@ -192,10 +192,14 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
                     collect({"name": name, "state": states[name], "seconds": round(time.time() - t_queue, 1),
                              "metrics": read_exp_metrics(root_path, name, metrics_file, baseline)})
             else:
-                for name, entry in plan.items():
+                logger = get_run_logger()
+                announce_flow_run(logger)
+                for i, (name, entry) in enumerate(plan.items(), 1):
                     env = {**shared, "ACT_METHOD": "+".join(entry["methods"]), "ACT_SEED": str(entry["seed"])}
-                    collect(run_experiment.with_options(name=name)(name, str(root_path), entry["overrides"], env,
-                                                                   rerun, metrics_file, baseline))
+                    with still_running(logger, name):  # the same heartbeat and end line as `act run`'s stages
+                        collect(run_experiment.with_options(name=name)(name, str(root_path), entry["overrides"], env,
+                                                                       rerun, metrics_file, baseline))
+                    say(logger, f"{name:<24} {runs[-1]['state']:<9} {runs[-1]['seconds']:>8.1f}s  [{i}/{len(plan)}]")
         finally:
             table = summarize(rows)
             comparisons = paired(rows, methods)
