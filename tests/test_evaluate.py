@@ -125,7 +125,7 @@ def test_predictions_plots_and_self_contained_report(workspace):
     assert pngs == ["confusion.png", "metrics.png", "reward_margins.png"]
     data = sorted(str(p.relative_to(workspace / "plots")) for p in (workspace / "plots").rglob("*") if p.is_file()
                   and p.suffix != ".png")  # the same series for `dvc plots` (tests/test_plot_data.py)
-    assert data == ["confusion/act.json", "confusion/base.json", "headline.json", "reward_margins.tsv"]
+    assert data == [".act-output", "confusion/act.json", "confusion/base.json", "headline.json", "reward_margins.tsv"]
     assert all((workspace / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     html = (workspace / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3
