@@ -157,7 +157,7 @@ def test_two_cpu_processes_train_like_one_with_the_same_global_batch(inputs, tmp
     two, log = _run("train", inputs, tmp_path / "train2", [*train_args, "-S", "train.batch_size=2", *TWO])
     assert one["steps"] == two["steps"] == 4 and two["pairs"] == one["pairs"] == 16
     assert log.count("act.train: train:") == 1
-    assert {p.name for p in (tmp_path / "train2" / "log").iterdir()} == {"log.jsonl", "probe.jsonl", "relabel.jsonl", "rounds"}
+    assert {p.name for p in (tmp_path / "train2" / "log").iterdir()} == {".act-output", "log.jsonl", "probe.jsonl", "relabel.jsonl", "rounds"}
     steps = [json.loads(x)["step"] for x in (tmp_path / "train2" / "log" / "log.jsonl").read_text().splitlines()
              if "loss" in json.loads(x)]
     assert steps == [1, 2, 3, 4]  # each step logged once

@@ -361,7 +361,7 @@ def test_stages_base_sft_simulate_train_write_their_outputs(tmp_path):
     timings = read_json(m / "train.timings.json")
     assert "seconds" in timings and "sampling_seconds" in timings and "seconds" not in read_json(m / "train.json")
     assert read_json(m / "train.json") == {k: v for k, v in t.items() if k not in timings}
-    assert {p.name for p in (tmp_path / "trainlog").iterdir()} == {"log.jsonl", "probe.jsonl", "relabel.jsonl", "rounds"}
+    assert {p.name for p in (tmp_path / "trainlog").iterdir()} == {".act-output", "log.jsonl", "probe.jsonl", "relabel.jsonl", "rounds"}
     probe = [json.loads(x) for x in (tmp_path / "trainlog" / "probe.jsonl").read_text().splitlines()]
     assert [x["step"] for x in probe] == [0, 2] and all("rewards/margins" in x for x in probe)
     lines = [json.loads(x) for x in (tmp_path / "trainlog" / "log.jsonl").read_text().splitlines()]
