@@ -466,6 +466,28 @@ def _samples(rows: Sequence[dict], policies: Sequence[str], per_policy: int) -> 
     return "\n".join(out)
 
 
+CODE_PATHS = ("act", "stages", "params.yaml", "dvc.yaml")
+"""What a report's figures depend on in the repository (the data is pinned by dvc.lock)."""
+
+
+def code_commit(cwd: str | Path | None = None) -> str:
+    """The last commit that changed the code or params (`CODE_PATHS`), with " + uncommitted changes"
+    when the checkout differs there. Not HEAD: the commit that records a run's outputs would change
+    the report it records, so a fresh clone's `dvc repro` could never write the committed bytes."""
+    import subprocess
+
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=cwd).stdout.strip()
+
+        commit = git("log", "-1", "--format=%H", "--", *CODE_PATHS)
+        if commit and git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS):
+            return commit + " + uncommitted changes"
+        return commit
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def provenance(params: Any, seeds: Sequence[int] = (), cwd: str | Path | None = None) -> dict[str, Any]:
     """What the report states it came from: the commit, that commit's date (not the wall clock: a
     rerun at the same commit writes the same bytes, and the report is a DVC output), the seeds
@@ -474,11 +496,11 @@ def provenance(params: Any, seeds: Sequence[int] = (), cwd: str | Path | None = 
 
     from act.tracking import flatten, git_commit, redact
 
-    commit = git_commit(cwd)
+    commit = code_commit(cwd) or git_commit(cwd)
     date = ""
     if commit:
         try:
-            date = subprocess.run(["git", "show", "-s", "--format=%cI", commit], capture_output=True, text=True,
+            date = subprocess.run(["git", "show", "-s", "--format=%cI", commit.split()[0]], capture_output=True, text=True,
                                   timeout=5, cwd=cwd).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             date = ""
@@ -492,7 +514,7 @@ def _provenance(prov: dict[str, Any] | None) -> str:
     if not prov:
         return ""
     e = html.escape
-    head = (f"<p class=meta>commit <code>{e(str(prov.get('commit', '')))}</code> &middot; committed "
+    head = (f"<p class=meta>code commit <code>{e(str(prov.get('commit', '')))}</code> &middot; committed "
             f"{e(str(prov.get('date', '')))} &middot; seed {e(str(prov.get('seed', '')))}"
             + (f" &middot; evaluation seeds {e(str(prov['seeds']))}" if prov.get("seeds") else "") + "</p>")
     params = prov.get("params") or {}

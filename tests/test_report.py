@@ -104,3 +104,28 @@ def test_report_states_commit_date_seeds_and_params(tmp_path, monkeypatch):
     again = write_html(METRICS, ROWS, [], tmp_path / "r2.html", dataset="ambigsql",
                        provenance=provenance(params, [0, 1], cwd=tmp_path)).read_text()
     assert again == page  # no wall-clock time: the same commit writes the same report
+
+
+def test_report_names_the_last_code_commit_so_recording_a_run_keeps_its_bytes(tmp_path):
+    """The commit that records a run's outputs (dvc.lock, metrics, the report) must not change the
+    report a fresh clone's `dvc repro` writes: the report names the last commit of the code."""
+    import subprocess
+
+    from act.report import code_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "x.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "code")
+    code = git("rev-parse", "HEAD")
+    (tmp_path / "dvc.lock").write_text("outs\n")
+    git("add", "-A")
+    git("commit", "-qm", "record the run")
+    assert git("rev-parse", "HEAD") != code and code_commit(tmp_path) == code
+    (tmp_path / "stages" / "x.py").write_text("x = 2\n")
+    assert code_commit(tmp_path) == code + " + uncommitted changes"
