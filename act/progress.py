@@ -87,7 +87,8 @@ def quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`45s`, `2m30s`, `1h05m`: progress lines and `act run`'s heartbeat (flows.display)."""
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -142,9 +143,9 @@ class Progress:
         where = f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n}"
         extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
         if self.total and self.n >= self.total:
-            tail = f"done in {_duration(elapsed)}"
+            tail = f"done in {duration(elapsed)}"
         elif self.total and rate > 0:
-            tail = f"{rate:.2f} {self.unit}/s, {_duration((self.total - self.n) / rate)} left"
+            tail = f"{rate:.2f} {self.unit}/s, {duration((self.total - self.n) / rate)} left"
         else:
             tail = f"{rate:.2f} {self.unit}/s"
         return f"{self.desc} {where}{' ' + extra if extra else ''} | {tail}"

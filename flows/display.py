@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from act.progress import duration
+
 HEARTBEAT_S = float(os.environ.get("ACT_HEARTBEAT_S", "60"))
 """Seconds between two "still running" lines of a stage that prints nothing on the terminal."""
 
@@ -136,15 +138,3 @@ def still_running(logger, name: str, every: float = HEARTBEAT_S):
         say(logger, f"{name:<24} {'running':<9} {duration(seconds):>9}  (still going; its output: the task run's logs)")
 
     return heartbeat(beat, every)
-
-
-def duration(seconds: float) -> str:
-    """`45s`, `2m30s`, `1h05m`."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
