@@ -70,6 +70,10 @@ class IngestParams:
     """Malformed source record: stop naming file/record/field, or skip it and count it."""
     max_context_chars: int = 6000
     """Grounding context is cut to this many characters (tiny models have short windows)."""
+    data_seed: int = -1
+    """Seed of the data: the train/eval split, the budget sample and AmbigSQL's perturbations.
+    -1 = the run's `seed` (each seed draws its own data). Fix it (e.g. 0) to compare training
+    seeds on one split: every seed is then scored on the same eval conversations."""
     # the paper's data-efficient settings: 50 / 100 training conversations
     pacific: IngestDataset = field(default_factory=lambda: IngestDataset(budget=50, eval_conversations=30))
     abg_coqa: IngestDataset = field(default_factory=lambda: IngestDataset(budget=100, eval_conversations=60))

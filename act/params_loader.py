@@ -36,7 +36,7 @@ POSITIVE = frozenset({
     "beta", "r", "alpha",
 })
 """Numeric fields that must be > 0, whatever section they are in."""
-SIGNED = frozenset({"max_steps"})
+SIGNED = frozenset({"max_steps", "data_seed"})
 """Numeric fields that may be negative."""
 SEEDS = frozenset({"seed", "seeds"})
 """Seed fields: integers in [0, 2**32) (numpy's and torch's CUDA generators take no more)."""
@@ -53,6 +53,8 @@ def check_range(name: str, value: Any, key: str) -> None:
             continue
         if isinstance(v, float) and not math.isfinite(v):  # NaN, .inf
             raise ParamsError(f"{key}: {short(v)} is not {'a' if v != v else 'a finite'} number")
+        if name == "data_seed" and not -1 <= v < SEED_LIMIT:
+            raise ParamsError(f"{key}: a seed must be an integer in [0, 2**32), or -1 for the run's seed; got {short(v)}")
         if name in SEEDS and not 0 <= v < SEED_LIMIT:
             raise ParamsError(f"{key}: a seed must be an integer in [0, 2**32), got {short(v)}")
         if name in POSITIVE and v <= 0:

@@ -68,6 +68,23 @@ def relabel_markdown(relabels: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def timings_markdown(timings: list[dict[str, Any]]) -> str:
+    """Wall time per stage and experiment (minutes), one row per (method, seed); "–" where DVC
+    restored the stage from an earlier experiment (e.g. the SFT every method of a seed shares)."""
+    if not timings:
+        return ""
+    stages = sorted({t["stage"] for t in timings})
+    cell = {(t["method"], t["seed"], t["stage"]): t["seconds"] for t in timings}
+    keys = sorted({(t["method"], t["seed"]) for t in timings}, key=lambda k: (k[1], k[0]))
+    lines = ["", "Wall time per stage, minutes (the stages that ran in each experiment; MLflow `seconds`):", "",
+             "| method | seed | " + " | ".join(stages) + " | total |", "|---|---:|" + "---:|" * (len(stages) + 1)]
+    for m, seed in keys:
+        vals = [cell.get((m, seed, st)) for st in stages]
+        lines.append(f"| {m} | {seed} | " + " | ".join("–" if v is None else f"{v / 60:.1f}" for v in vals)
+                     + f" | {sum(v for v in vals if v) / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def paired_markdown(comparisons: list[dict[str, Any]]) -> str:
     from act.metrics.summary import ABLATION_METRICS
 

@@ -509,6 +509,26 @@ def tag_methods(uri: str, experiment: str, plan: dict[str, dict[str, Any]]) -> i
     return n
 
 
+def stage_seconds(uri: str, experiment: str, exp_name: str) -> dict[str, float]:
+    """Wall time of each stage that ran in DVC experiment `exp_name` (its MLflow runs, found by
+    their `dvc.exp` tag; the latest run per stage when the experiment was rerun). A stage DVC
+    restored from its run cache ran elsewhere and is absent. {} without a store or runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    out: dict[str, float] = {}
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`dvc.exp` = '{exp_name}'",
+                              order_by=["attributes.start_time DESC"], max_results=1000)
+    for run in runs:
+        stage = run.data.tags.get("act.dvc_stage") or run.data.tags.get("act.stage")
+        if stage and stage not in out and "seconds" in run.data.metrics:
+            out[stage] = round(float(run.data.metrics["seconds"]), 1)
+    return dict(sorted(out.items()))
+
+
 def tag_tree(uri: str, root_run_id: str, tags: dict[str, str]) -> int:
     """Set `tags` on a run and every run nested under it (a sweep point's run and its stage runs:
     the worker that ran them). Returns the runs tagged."""

@@ -12,7 +12,8 @@ with the same inputs. With `jobs` > 1 the experiments go to DVC's queue instead 
 and the flow waits for the queue to drain (`run_queue`). Queue workers share one environment, so
 each experiment's MLflow runs get their method tag afterwards, found by their `dvc.exp` tag. Finished experiments are found again by name and not rerun (the sweep
 resumes after an interruption). Methods that share every switch share one experiment ("sft" is
-the sft policy's figures in the ACT experiment's metrics). Writes `<out>/ablations.md`, `.csv`
+the sft policy's figures in the ACT experiment's metrics), and each experiment's evaluate stage
+scores only those of `evaluate.policies` its methods read (`evaluated_policies`). Writes `<out>/ablations.md`, `.csv`
 and `.png` (mean and std per method and metric), `ablations_seeds.csv` (every seed's value) and
 `ablations_paired.csv` (ACT minus each other method per seed, with a paired t test), each
 experiment's metrics files under `<out>/runs/<method>-s<seed>/` (with the relabel counts of the
@@ -30,10 +31,10 @@ from typing import Any, Sequence
 from prefect import flow, get_run_logger, task
 
 from act.metrics.paired import paired, summarize
-from act.tables import paired_markdown, policy_figures, relabel_markdown, to_markdown, write_reports
+from act.tables import paired_markdown, policy_figures, relabel_markdown, timings_markdown, to_markdown, write_reports
 from flows.display import ablations_name, ablations_run_name, announce_flow_run, say, still_running
-from flows.experiments import (RUN_FILES, _dvc_env, _exp_commits, exp_name, exp_run_cmd, find_exp_ref,
-                               head_commit, queue_status, read_exp_metrics, save_runs)
+from flows.experiments import (RUN_FILES, _dvc_env, _exp_commits, _yaml_keys, exp_name, exp_run_cmd, find_exp_ref,
+                               head_commit, queue_status, read_exp_metrics, save_runs, save_timings)
 from flows.methods import METHODS, Method  # noqa: F401  (Method: the type of METHODS' values)
 
 
@@ -48,6 +49,14 @@ def check_switches(root: Path, methods: Sequence[str], extra: dict[str, Any]) ->
             load_params(root / "params.yaml", {**extra, **METHODS[m].overrides})
         except Exception as e:
             raise ValueError(f"method {m!r} cannot run on this params.yaml: {e}") from None
+
+
+def evaluated_policies(policies: Sequence[str], methods: Sequence[str]) -> list[str]:
+    """The policies an experiment's evaluate stage scores: those of `policies` (params.yaml's
+    `evaluate.policies`) that one of its methods reads. The SFT policy is scored once per seed, in
+    the experiment the `sft` method shares with ACT, not again beside every other method's policy."""
+    wanted = {METHODS[m].policy for m in methods}
+    return [p for p in policies if p in wanted] or sorted(wanted)
 
 
 @task(task_run_name="{name}")
@@ -149,6 +158,10 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
             name = exp_name(METHODS[m].overrides, seed, extra)
             entry = plan.setdefault(name, {"overrides": overrides, "methods": [], "seed": seed})
             entry["methods"].append(m)
+    if "evaluate.policies" in _yaml_keys(root_path / "params.yaml"):  # (a DAG without an evaluate stage has none)
+        policies = load_params(root_path / "params.yaml", extra).evaluate.policies
+        for entry in plan.values():
+            entry["overrides"]["evaluate.policies"] = evaluated_policies(policies, entry["methods"])
 
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
@@ -205,8 +218,10 @@ def ablations(root: str = ".", methods: Sequence[str] = tuple(METHODS), seeds: S
             comparisons = paired(rows, methods)
             relabels = (save_runs(root_path, plan, baseline, root_path / out_dir, (metrics_file, *RUN_FILES))
                         if table else [])
+            timings = save_timings(root_path / out_dir, plan, uri, params.tracking.experiment) if table and summary.run_id else []
             seconds = time.time() - t0
-            markdown = to_markdown(table, methods, seconds) + paired_markdown(comparisons) + relabel_markdown(relabels)
+            markdown = (to_markdown(table, methods, seconds) + paired_markdown(comparisons) + relabel_markdown(relabels)
+                        + timings_markdown(timings))
             files = write_reports(root_path / out_dir, table, markdown, methods, rows, comparisons) if table else []
             summary.log_params({"methods": ",".join(methods), "seeds": ",".join(map(str, seeds)),
                                 "metrics_file": metrics_file})

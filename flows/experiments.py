@@ -121,8 +121,11 @@ def queue_status(root: Path) -> list[dict[str, Any]]:
         return list(repo.experiments.celery_queue.status())
 
 
-RUN_FILES = ("metrics/evaluate.json", "metrics/train.json", "metrics/sft.json")
-"""The metrics files of each experiment the sweep copies to `<out>/runs/<method>-s<seed>/`."""
+RUN_FILES = ("metrics/evaluate.json", "metrics/train.json", "metrics/sft.json", "metrics/simulate.json",
+             "plots/evaluate/sampling_rounds.tsv", "plots/evaluate/probe.tsv")
+"""The files of each experiment the sweep copies to `<out>/runs/<method>-s<seed>/`: the metrics,
+and the training curves of an on-policy run (the share of samples that clarify and win per
+sampling round; the probe set's margins), where the experiment has them."""
 
 
 def save_runs(root: Path, plan: dict[str, dict[str, Any]], baseline: str, out_dir: Path,
@@ -157,3 +160,33 @@ def save_runs(root: Path, plan: dict[str, dict[str, Any]], baseline: str, out_di
             relabels.append({"method": method, "seed": entry["seed"], "steps": train.get("steps"),
                              **{o: train.get(f"relabel/{o}", 0) for o in OUTCOMES}})
     return sorted(relabels, key=lambda r: (r["method"], r["seed"]))
+
+
+def save_timings(out_dir: Path, plan: dict[str, dict[str, Any]], uri: str, experiment: str) -> list[dict[str, Any]]:
+    """Write each experiment's wall time per stage (from its MLflow stage runs,
+    `act.tracking.stage_seconds`) to `out_dir/runs/<method>-s<seed>/timings.json`; returns rows
+    (method, seed, stage, seconds). Stages DVC restored from its run cache ran in an earlier
+    experiment and are counted there only. Without a reachable store: nothing, with a warning."""
+    import json
+    import logging
+
+    from act.io import atomic_file
+    from act.tracking import stage_seconds
+
+    rows: list[dict[str, Any]] = []
+    for name, entry in plan.items():
+        try:
+            seconds = stage_seconds(uri, experiment, name)
+        except Exception as e:  # a store that is gone must not lose the sweep's reports
+            logging.getLogger(__name__).warning("wall time per stage of %s: MLflow store %s unreadable (%s)",
+                                                name, uri, type(e).__name__)
+            return rows
+        if not seconds:
+            continue
+        method = next((m for m in entry["methods"] if m != "sft"), entry["methods"][0])
+        run_dir = out_dir / "runs" / f"{method}-s{entry['seed']}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_file(run_dir / "timings.json") as fh:
+            fh.write(json.dumps(seconds, indent=2, sort_keys=True) + "\n")
+        rows += [{"method": method, "seed": entry["seed"], "stage": st, "seconds": s} for st, s in seconds.items()]
+    return rows

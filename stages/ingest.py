@@ -35,6 +35,11 @@ def _load_files(module: str):
     return load
 
 
+def data_seed(params: Params) -> int:
+    """The seed the data is drawn with: `ingest.data_seed`, or the run's `seed` when it is -1."""
+    return params.seed if params.ingest.data_seed < 0 else params.ingest.data_seed
+
+
 def _build_ambigsql(params: Params, raw: str | Path, bad, stats: dict[str, Any]) -> list:
     """AmbigSQL is built from Spider: under-specified questions made from clear ones."""
     from act.data import ambigsql
@@ -43,7 +48,7 @@ def _build_ambigsql(params: Params, raw: str | Path, bad, stats: dict[str, Any])
     cfg = params.ingest.ambigsql
     build_stats = ambigsql.BuildStats()
     grouped = ambigsql.build(
-        raw, seed=params.seed, ambiguity_types=cfg.ambiguity_types, ambiguous_fraction=cfg.ambiguous_fraction,
+        raw, seed=data_seed(params), ambiguity_types=cfg.ambiguity_types, ambiguous_fraction=cfg.ambiguous_fraction,
         query_timeout_s=cfg.query_timeout_s, bad=bad, max_context_chars=chars, stats=build_stats,
     )
     stats.update(alternatives_kept=build_stats.alternatives_kept,
@@ -105,7 +110,7 @@ def run(params: Params, *, dataset: str, raw: str | Path | None, out: str | Path
         if not any(r.split != "unlabeled" for _, r in grouped):
             raise ValueError(f"{raw}: no usable records for {dataset}")
         splits = split_records(
-            grouped, dataset=dataset, seed=params.seed, eval_fraction=cfg.eval_fraction,
+            grouped, dataset=dataset, seed=data_seed(params), eval_fraction=cfg.eval_fraction,
             budget=cfg.budget, eval_conversations=cfg.eval_conversations,
         )
         save_dataset(out, {name: [r.to_row() for r in rows] for name, rows in splits.items()})

@@ -201,3 +201,22 @@ def test_evaluate_stage_writes_action_auc_once_per_policy(tmp_path, tiny_base):
     assert "action_auc_std" not in action and action["seeds"] == 2  # scored once: no spread over sampling seeds
     page = (tmp_path / "report.html").read_text()
     assert "action AUC [95% CI]" in page and f"{action['action_auc']:.3f} [" in page
+
+
+def test_shared_prompt_scoring_equals_scoring_apart(tiny):
+    """The prompt run once with its KV cache, both turns on top: the same mean log-probs as the
+    left-padded batches that score each sequence whole (and as the plain one-at-a-time sum)."""
+    from act.metrics.likelihood import encode, mean_logprobs, shared_prompt_logprobs
+
+    model, tok = tiny
+    prompts = [[{"role": "user", "content": "How many singers?"}],
+               [{"role": "system", "content": "Answer from the context."},
+                {"role": "user", "content": "Which year do you mean? How many singers? " * 3}]]
+    completions = ("Could you clarify which information you want?", "SELECT name FROM singer WHERE name = 'x'")
+    pairs = [tuple(encode(tok, p, c, max_prompt_tokens=None) for c in completions) for p in prompts]
+    shared = shared_prompt_logprobs(model, pairs)
+    apart = mean_logprobs(model, tok, [it for pair in pairs for it in pair], batch_size=4)
+    for k, (p, (ask, answer)) in enumerate(zip(prompts, shared)):
+        assert ask == pytest.approx(apart[2 * k], abs=1e-4) and answer == pytest.approx(apart[2 * k + 1], abs=1e-4)
+        assert ask == pytest.approx(_reference_mean_logprob(model, tok, p, completions[0]), abs=1e-4)
+    assert shared[0] != shared[1]  # the prompt matters: not one cached result for every pair

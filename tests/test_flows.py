@@ -252,3 +252,14 @@ def test_ablation_bad_switch_fails_before_running(project):
         check_switches(project, ["act_from_base"], {"train.beta": "fast"})
     with pytest.raises(ValueError, match="unknown method"):
         check_switches(project, ["ppo"], {})
+
+
+def test_each_experiment_evaluates_only_the_policies_its_methods_read():
+    """The SFT policy is scored once per seed (in the experiment `sft` shares with ACT), not again
+    beside off-policy DPO or an ablation; the base only where a method reads it."""
+    from flows.ablations import evaluated_policies
+
+    assert evaluated_policies(["base", "sft", "act"], ["sft", "act"]) == ["sft", "act"]
+    assert evaluated_policies(["base", "sft", "act"], ["dpo_offpolicy"]) == ["act"]
+    assert evaluated_policies(["sft", "act"], ["sft"]) == ["sft"]
+    assert evaluated_policies(["base"], ["act"]) == ["act"]  # a method's own policy is never dropped

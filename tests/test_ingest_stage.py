@@ -95,3 +95,33 @@ def test_cli_help_is_fast_and_names_options(capsys):
     with pytest.raises(SystemExit):
         ingest.main(["--help"])
     assert "--dataset" in capsys.readouterr().out
+
+
+def test_data_seed_fixes_the_data_across_training_seeds(tmp_path):
+    """ingest.data_seed draws the split, budget and perturbations; -1 (default) follows `seed`."""
+    def texts(seed, data_seed):
+        out = tmp_path / f"s{seed}-d{data_seed}"
+        over = {"seed": seed, "ingest.data_seed": data_seed, "ingest.ambigsql.budget": 30,
+                "ingest.ambigsql.eval_conversations": 15}
+        ingest.run(_params(**over), dataset="ambigsql", raw=ROOT / "data/raw/spider", out=out, metrics_path=out / "m.json")
+        return {s: sorted((r.conversation_id, r.messages[-1]["content"]) for r in rs) for s, rs in _rows(out).items()}
+
+    assert texts(0, 0) == texts(1, 0) == texts(2, 0)
+    assert texts(1, -1) == texts(1, 1) != texts(0, 0)
+
+
+def test_validation_slice_holds_out_whole_training_databases(tmp_path):
+    from act.data.splits import carve_validation, validation_group
+
+    params = _params(**{"ingest.ambigsql.budget": 60, "ingest.ambigsql.eval_conversations": 10})
+    ingest.run(params, dataset="ambigsql", raw=ROOT / "data/raw/spider", out=tmp_path / "out", metrics_path=tmp_path / "m.json")
+    rows = _rows(tmp_path / "out")
+    train, val = carve_validation(rows["train"], fraction=0.2, seed=0)
+    assert len(train) + len(val) == 60 and len(val) >= 12 and train
+    held = {validation_group(r) for r in val}
+    assert held and not held & {validation_group(r) for r in train}
+    assert not held & {r.meta["db_id"] for r in rows["eval"]}  # carved from training databases only
+    again = carve_validation(list(reversed(rows["train"])), fraction=0.2, seed=0)[1]
+    assert sorted(r.id for r in again) == sorted(r.id for r in val)  # input order does not matter
+    with pytest.raises(ValueError, match="fraction"):
+        carve_validation(rows["train"], fraction=1.0, seed=0)

@@ -127,3 +127,35 @@ def test_runs_of_vanished_processes_are_marked_killed(tmp_path, store):
     assert store.get_run(orphan).info.status == "KILLED"
     assert store.get_run(alive).info.status == "RUNNING"
     assert store.get_run(elsewhere).info.status == "RUNNING"
+
+
+def test_stage_seconds_reads_the_wall_time_of_each_stage_an_experiment_ran(tmp_path, store, monkeypatch):
+    """The sweep's wall time per stage: stage runs found by their `dvc.exp` tag, the latest per
+    stage; another experiment's runs and a stage without `seconds` stay out."""
+    import time as _time
+
+    from act.tables import timings_markdown
+    from act.tracking import stage_seconds
+    from flows.experiments import save_timings
+
+    params = _tracked_params(tmp_path)
+    for exp_name, stage in (("act-s0", "sft"), ("act-s0", "train"), ("act-s0", "train"), ("dpo-s0", "train")):
+        monkeypatch.setenv("DVC_EXP_NAME", exp_name)
+        with stage_run(stage, params, params.sft) as t:
+            t.finish({"loss": 1.0}, tmp_path / "m.json", started=_time.monotonic() - (5 if exp_name == "dpo-s0" else 60))
+        _time.sleep(0.01)
+    monkeypatch.setenv("DVC_EXP_NAME", "act-s0")
+    with stage_run("evaluate", params, params.sft):
+        pass  # no `seconds`: not a timed stage run
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    act = stage_seconds(uri, "t", "act-s0")
+    assert set(act) == {"sft", "train"} and all(59 <= s < 62 for s in act.values())
+    assert set(stage_seconds(uri, "t", "dpo-s0")) == {"train"} and stage_seconds(uri, "t", "dpo-s0")["train"] < 30
+    assert stage_seconds(uri, "t", "none-s9") == {} and stage_seconds(uri, "missing-experiment", "act-s0") == {}
+
+    plan = {"act-s0": {"methods": ["sft", "act"], "seed": 0}, "dpo-s0": {"methods": ["dpo_offpolicy"], "seed": 0}}
+    rows = save_timings(tmp_path / "out", plan, uri, "t")
+    assert json.loads((tmp_path / "out/runs/act-s0/timings.json").read_text()) == act
+    assert {(r["method"], r["stage"]) for r in rows} == {("act", "sft"), ("act", "train"), ("dpo_offpolicy", "train")}
+    md = timings_markdown(rows)
+    assert "| dpo_offpolicy | 0 | – |" in md and "| act | 0 | 1.0 | 1.0 | 2.0 |" in md

@@ -89,3 +89,47 @@ def check_not_empty(out: dict[str, list], *, dataset: str, groups: list[str], ev
         else:
             cause = f"no conversation of {len(groups)} group(s) was assigned to it"
         raise InputError(f"ingest {dataset}: the {split} split would be empty: {cause}")
+
+
+def validation_group(record: TurnRecord) -> str:
+    """The unit a validation slice holds out whole: AmbigSQL's database (`meta["db_id"]`), so the
+    slice scores schemas training never saw, as the eval split does; else the conversation."""
+    db = record.meta.get("db_id")
+    return str(db) if db else record.conversation_id
+
+
+def carve_validation(records: Sequence[TurnRecord], *, fraction: float, seed: int,
+                     group_of=validation_group) -> tuple[list[TurnRecord], list[TurnRecord]]:
+    """(train, validation) out of a *training* split: whole groups (`group_of`) go to validation in
+    a seeded order until it holds at least `fraction` of the conversations, passing over a group
+    that would take it past 1.5 x `fraction` (one large database must not take half the budget);
+    at least one group goes to each side. The eval split is never touched, so hyperparameters picked on the slice (e.g.
+    SFT epochs, scripts/sft_epochs.py) never see the records the study is scored on."""
+    from act.errors import InputError
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    groups: dict[str, set[str]] = {}
+    for r in records:
+        groups.setdefault(group_of(r), set()).add(r.conversation_id)
+    if len(groups) < 2:
+        raise InputError(f"a validation slice needs two groups of conversations; the records have {len(groups)}")
+    order = sorted(groups)
+    _rng(seed, "validation", "carve").shuffle(order)
+    total = sum(len(c) for c in groups.values())
+    held: set[str] = set()
+    count = 0
+    for g in order:
+        if count >= fraction * total:
+            break
+        if count + len(groups[g]) > 1.5 * fraction * total:
+            continue
+        held.add(g)
+        count += len(groups[g])
+    if not held:  # every group is larger than the cap: the smallest one
+        held.add(min(order, key=lambda g: len(groups[g])))
+    if len(held) == len(groups):  # at least one group stays in training
+        held.discard(order[-1])
+    train = [r for r in records if group_of(r) not in held]
+    val = [r for r in records if group_of(r) in held]
+    return train, val

@@ -26,9 +26,10 @@ Where the two turns come from (the same source for every record, else s measures
   Phase-1 winner use). A record with an empty direct answer is left out and counted.
 
 Both turns are scored as DPO scores a completion: the tokens the assistant turn adds after the
-generation prompt, its end-of-turn tokens included. Scoring is batched: left-padded batches (every
-completion then ends at the last position, so the LM head runs on the completion tail only, via
-`logits_to_keep`), explicit position ids, no grad, the model in eval mode.
+generation prompt, its end-of-turn tokens included. The record's prompt runs once for both turns
+(its KV cache reused: `shared_prompt_logprobs`), no grad, the model in eval mode; `mean_logprobs`
+scores whole sequences in left-padded batches instead (the LM head on the completion tail only,
+via `logits_to_keep`, explicit position ids).
 """
 
 from __future__ import annotations
@@ -121,6 +122,52 @@ def _score_batch(model, batch: Sequence[Scored], pad: int, device, torch) -> lis
     return [float(s) / it.n for s, it in zip(sums.tolist(), batch)]
 
 
+def shared_prompt_logprobs(model, pairs: Sequence[tuple[Scored, Scored]]) -> list[tuple[float, float]]:
+    """`mean_logprobs` of both items of each pair, running the tokens the two share (the record's
+    prompt) once: the prompt with the KV cache on, then both completions on top of that cache
+    (batch 2). About half the work of scoring the two sequences apart, whose prompt is nearly all
+    of their length; equal to `mean_logprobs` up to float rounding. A pair that shares no token
+    is scored apart."""
+    import torch
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[tuple[float, float]] = []
+    try:
+        with torch.inference_mode():
+            for a, b in pairs:
+                limit = min(len(a.ids) - a.n, len(b.ids) - b.n)  # both completions start after the shared part
+                p = 0
+                while p < limit and a.ids[p] == b.ids[p]:
+                    p += 1
+                if p == 0:
+                    out.append((_score_batch(model, [a], 0, device, torch)[0], _score_batch(model, [b], 0, device, torch)[0]))
+                    continue
+                head = model(input_ids=torch.tensor([a.ids[:p]], device=device), use_cache=True, logits_to_keep=1)
+                cache = head.cache if getattr(head, "cache", None) is not None else head.past_key_values
+                layers = [(torch.cat([la.keys, la.keys]), torch.cat([la.values, la.values])) for la in cache.layers]
+                tails = [a.ids[p:], b.ids[p:]]
+                width = max(len(t) for t in tails)
+                # right-padded: causal attention keeps every real token from seeing the padding after it
+                ids = torch.tensor([t + [t[-1]] * (width - len(t)) for t in tails], device=device)
+                positions = torch.arange(p, p + width, device=device)[None].expand(2, width)
+                logits = model(input_ids=ids, position_ids=positions, cache=DynamicCache(ddp_cache_data=layers),
+                               use_cache=False).logits.float()
+                # row logits predicting tail token k: k = 0 -> the prompt's last position, else tail position k - 1
+                pred = torch.cat([head.logits[:, -1:].float().expand(2, -1, -1), logits[:, :-1]], 1)
+                token_lp = pred.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(pred, dim=-1)
+                pair = []
+                for row, (it, tail) in enumerate(zip((a, b), tails)):
+                    pair.append(float(token_lp[row, len(tail) - it.n:len(tail)].sum()) / it.n)
+                out.append((pair[0], pair[1]))
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
 def question_for(dataset: str, questions: Mapping[str, str]) -> str:
     """The fixed clarifying question of `dataset`; a clear error naming the param when it has none."""
     from act.errors import ParamsError
@@ -134,9 +181,11 @@ def question_for(dataset: str, questions: Mapping[str, str]) -> str:
 
 def ask_answer_margins(records: Sequence[TurnRecord], model, tokenizer, questions: Mapping[str, str], *,
                        max_prompt_tokens: int | None, batch_size: int = 16,
-                       system_template: str = SYSTEM_TEMPLATE) -> list[float | None]:
+                       system_template: str = SYSTEM_TEMPLATE, shared_prompt: bool = True) -> list[float | None]:
     """s per record (None where the record has no direct answer to score): the fixed question's mean
-    log-prob minus the gold direct answer's, both given the record's evaluation prompt."""
+    log-prob minus the gold direct answer's, both given the record's evaluation prompt. The prompt
+    runs once for both turns (`shared_prompt_logprobs`); `shared_prompt=False` scores the two
+    sequences apart in left-padded batches (`mean_logprobs`)."""
     from act.pairs import final_answer
 
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -151,10 +200,14 @@ def ask_answer_margins(records: Sequence[TurnRecord], model, tokenizer, question
                          max_length=limit),
                   encode(tokenizer, prompt, answer, max_prompt_tokens=max_prompt_tokens, max_length=limit)]
         kept.append(i)
-    lps = mean_logprobs(model, tokenizer, items, batch_size=batch_size)
+    if shared_prompt:
+        scored = shared_prompt_logprobs(model, [(items[2 * k], items[2 * k + 1]) for k in range(len(kept))])
+    else:
+        lps = mean_logprobs(model, tokenizer, items, batch_size=batch_size)
+        scored = [(lps[2 * k], lps[2 * k + 1]) for k in range(len(kept))]
     margins: list[float | None] = [None] * len(records)
-    for k, i in enumerate(kept):
-        margins[i] = lps[2 * k] - lps[2 * k + 1]
+    for (ask, answer), i in zip(scored, kept):
+        margins[i] = ask - answer
     return margins
 
 

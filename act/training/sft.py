@@ -71,12 +71,13 @@ def sft_trainer_class():
 def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str | Path, sft: SftParams, *,
               seed: int, report_to: str | list[str] = "none", work_dir: str | Path | None = None,
               checkpoint_dir: str | Path | None = None, run_key: dict | None = None,
-              return_history: bool = False) -> dict[str, Any] | tuple[dict[str, Any], list[dict]]:
+              return_history: bool = False, callbacks: Sequence[Any] = ()) -> dict[str, Any] | tuple[dict[str, Any], list[dict]]:
     """Train a LoRA adapter on the gold conversations; saves the adapter only to `out_dir` (on the
     main process of a multi-process launch). With `sft.save_steps` and `checkpoint_dir`, checkpoints
     go there and a run with the same `run_key` resumes from the last one (act.training.checkpoints).
     The returned `resumed_from_step` (0 = fresh) is for logs, not for the DVC metric. With
-    `return_history`: (metrics, the Trainer's log history)."""
+    `return_history`: (metrics, the Trainer's log history). `callbacks`: extra `TrainerCallback`s
+    (e.g. scripts/sft_epochs.py's adapter saved at each epoch end)."""
     import tempfile
 
     from datasets import Dataset
@@ -116,6 +117,8 @@ def train_sft(base_dir: str | Path, records: Sequence[TurnRecord], out_dir: str 
                 resume = checkpoints.prepare(checkpoint_dir, run_key or {"key": ""})
         trainer = sft_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tok,
                                       peft_config=get_peft_config(sft.lora), fast=fast_paths(sft))
+        for callback in callbacks:
+            trainer.add_callback(callback)
         quiet_trainer(trainer)
         t0 = time.perf_counter()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
