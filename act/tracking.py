@@ -511,8 +511,9 @@ def tag_methods(uri: str, experiment: str, plan: dict[str, dict[str, Any]]) -> i
 
 def stage_seconds(uri: str, experiment: str, exp_name: str) -> dict[str, float]:
     """Wall time of each stage that ran in DVC experiment `exp_name` (its MLflow runs, found by
-    their `dvc.exp` tag; the latest run per stage when the experiment was rerun). A stage DVC
-    restored from its run cache ran elsewhere and is absent. {} without a store or runs."""
+    their `dvc.exp` tag; the latest run per stage when the experiment was rerun): its `seconds`
+    metric, else the finished run's start-to-end time. A stage DVC restored from its run cache ran
+    elsewhere and is absent. {} without a store or runs."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -524,8 +525,12 @@ def stage_seconds(uri: str, experiment: str, exp_name: str) -> dict[str, float]:
                               order_by=["attributes.start_time DESC"], max_results=1000)
     for run in runs:
         stage = run.data.tags.get("act.dvc_stage") or run.data.tags.get("act.stage")
-        if stage and stage not in out and "seconds" in run.data.metrics:
+        if not stage or stage in out:
+            continue
+        if "seconds" in run.data.metrics:
             out[stage] = round(float(run.data.metrics["seconds"]), 1)
+        elif run.info.status == "FINISHED" and run.info.end_time and run.info.start_time:
+            out[stage] = round((run.info.end_time - run.info.start_time) / 1000, 1)  # a stage that logs no `seconds`
     return dict(sorted(out.items()))
 
 

@@ -35,6 +35,7 @@ TRAIN = (("probe.start_margin", "Probe margin, start"), ("probe.end_margin", "Pr
          ("probe.end_accuracy", "Probe accuracy, end"), ("train.clarify_share", "On-policy samples clarifying"),
          ("train.truncated_samples", "Training samples cut"), ("train.steps", "Steps"))
 OUTCOMES = ("wrong_action", "clarify_success", "clarify_failure", "answer_success", "answer_failure")
+MODEL_STAGES = ("base", "sft", "simulate", "train", "evaluate")
 PAIRED = ("action.action_auc", "action.informedness", "action.clarify_f1", "action.macro_f1", "turn.answer_score",
           "trajectory.score", "trajectory.success_rate", "probe.end_margin")
 
@@ -163,7 +164,7 @@ def timings_table(study: Path, methods: list[str], seeds: list[int]) -> list[str
             if m != "sft" and f.is_file():
                 for stage, sec in json.loads(f.read_text()).items():
                     per.setdefault(m, {}).setdefault(stage, []).append(sec)
-    stages = sorted({st for d in per.values() for st in d})
+    stages = [st for st in MODEL_STAGES if any(st in d for d in per.values())]  # data stages take seconds
     if not stages:
         return []
     out = ["| experiment | seeds | " + " | ".join(stages) + " |", "|---|---:|" + "---:|" * len(stages)]

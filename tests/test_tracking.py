@@ -146,16 +146,21 @@ def test_stage_seconds_reads_the_wall_time_of_each_stage_an_experiment_ran(tmp_p
         _time.sleep(0.01)
     monkeypatch.setenv("DVC_EXP_NAME", "act-s0")
     with stage_run("evaluate", params, params.sft):
-        pass  # no `seconds`: not a timed stage run
+        _time.sleep(0.3)  # logs no `seconds`: timed by its run's start and end
+    with pytest.raises(RuntimeError), stage_run("judge", params, params.sft):
+        raise RuntimeError("a failed stage has no wall time to report")
     uri = os.environ["MLFLOW_TRACKING_URI"]
     act = stage_seconds(uri, "t", "act-s0")
-    assert set(act) == {"sft", "train"} and all(59 <= s < 62 for s in act.values())
+    assert set(act) == {"sft", "train", "evaluate"} and 0.3 <= act.pop("evaluate") < 30
+    assert all(59 <= s < 62 for s in act.values())
+    act = stage_seconds(uri, "t", "act-s0")
     assert set(stage_seconds(uri, "t", "dpo-s0")) == {"train"} and stage_seconds(uri, "t", "dpo-s0")["train"] < 30
     assert stage_seconds(uri, "t", "none-s9") == {} and stage_seconds(uri, "missing-experiment", "act-s0") == {}
 
     plan = {"act-s0": {"methods": ["sft", "act"], "seed": 0}, "dpo-s0": {"methods": ["dpo_offpolicy"], "seed": 0}}
     rows = save_timings(tmp_path / "out", plan, uri, "t")
     assert json.loads((tmp_path / "out/runs/act-s0/timings.json").read_text()) == act
-    assert {(r["method"], r["stage"]) for r in rows} == {("act", "sft"), ("act", "train"), ("dpo_offpolicy", "train")}
+    assert {(r["method"], r["stage"]) for r in rows} == {("act", "sft"), ("act", "train"), ("act", "evaluate"),
+                                                          ("dpo_offpolicy", "train")}
     md = timings_markdown(rows)
-    assert "| dpo_offpolicy | 0 | – |" in md and "| act | 0 | 1.0 | 1.0 | 2.0 |" in md
+    assert "| dpo_offpolicy | 0 | – | – |" in md and "| act | 0 | 0.0 | 1.0 | 1.0 | 2.0 |" in md
