@@ -126,7 +126,7 @@ def run(params: Params, *, base: str | Path, sft: str | Path, pairs_dir: str | P
         if result.resumed_from_step:
             tracker.set_tags({"act.resumed_from_step": str(result.resumed_from_step)})
         with distributed.output_dir(log_dir) as tmp:
-            by_step = {e["step"]: without_clock(e) for e in result.relabel_log}
+            by_step = rounds_by_step(result.relabel_log)
             with open(tmp / "log.jsonl", "w", encoding="utf-8") as fh:
                 for i, h in enumerate(result.log_history):
                     step = int(h.get("step", i + 1)) - 1  # TRL logs after the update; sampling happened before it
@@ -168,6 +168,19 @@ def load_probe(pairs_dir: str | Path) -> list[dict]:
         log.warning("%s has no eval split: no probe-set margins are logged (re-run the pairs stage)", pairs_dir)
         return []
     return load_pairs(pairs_dir, "eval")[0]
+
+
+def rounds_by_step(relabel_log: list[dict]) -> dict[int, dict]:
+    """The sampling rounds' counts summed per optimizer step (wall-clock keys dropped): with
+    `train.gradient_accumulation_steps` > 1 every forward pass of a step samples its own round,
+    and all of them belong to that step's line of the training log."""
+    by_step: dict[int, dict] = {}
+    for entry in relabel_log:
+        merged = by_step.setdefault(entry["step"], {"step": entry["step"]})
+        for k, v in without_clock(entry).items():
+            if k != "step":
+                merged[k] = merged.get(k, 0) + v
+    return by_step
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,3 +55,16 @@ def test_the_training_log_keeps_no_wall_clock_figures():
              "eval_steps_per_second": 2.0, "time/sampling_s": 30.1, "time/simulation_s": 0.1,
              "rewards/margins": 0.2, "relabel/wrong_action": 4}
     assert without_clock(entry) == {"step": 3, "loss": 0.5, "rewards/margins": 0.2, "relabel/wrong_action": 4}
+
+
+def test_every_sampling_round_of_a_step_reaches_the_training_log():
+    """With gradient accumulation each forward pass samples its own round at the same optimizer
+    step: the log line of that step sums them (it kept only the last one before)."""
+    from stages.train import rounds_by_step
+
+    log = [{"step": 0, "samples/clarify": 1, "samples/answer": 3, "relabel/wrong_action": 2, "time/sampling_s": 9.0},
+           {"step": 0, "samples/clarify": 0, "samples/answer": 4, "relabel/wrong_action": 1, "time/sampling_s": 8.0},
+           {"step": 1, "samples/clarify": 2, "samples/answer": 2, "relabel/wrong_action": 0, "time/sampling_s": 7.0}]
+    assert rounds_by_step(log) == {
+        0: {"step": 0, "samples/clarify": 1, "samples/answer": 7, "relabel/wrong_action": 3},
+        1: {"step": 1, "samples/clarify": 2, "samples/answer": 2, "relabel/wrong_action": 0}}
