@@ -134,14 +134,14 @@ def relabel_table(rows: list[dict], methods: list[str]) -> list[str]:
     for m, s in keys:
         c = [int(by.get((m, s, f"relabel.{o}"), 0)) for o in OUTCOMES]
         tried = c[1] + c[2]
-        out.append(f"| {LABEL.get(m, m)} | {s} | " + " | ".join(map(str, c)) + f" | {c[1] / tried:.2f} ({c[1]}/{tried})"
-                   if tried else f"| {LABEL.get(m, m)} | {s} | " + " | ".join(map(str, c)) + " | – (0 clarifying samples) |")
+        rate = f"{c[1] / tried:.2f} ({c[1]}/{tried})" if tried else "– (no clarifying sample on a CLARIFY turn)"
+        out.append(f"| {LABEL.get(m, m)} | {s} | " + " | ".join(map(str, c)) + f" | {rate} |")
     return out
 
 
 def rounds_table(study: Path, methods: list[str], seeds: list[int]) -> list[str]:
     """Share of each sampling round's on-policy samples that clarify (sampling_rounds.tsv)."""
-    out = ["| method | seed | rounds | first round | last round | mean | rounds with any clarifying sample |",
+    out = ["| method | seed | logged steps | first | last | mean | steps with a clarifying sample |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for m in methods:
         for s in seeds:
@@ -223,7 +223,10 @@ def main(argv=None) -> int:
           "## action_auc per seed, with its bootstrap 95% interval", "", *auc_intervals(study, methods, seeds), "",
           "## Paired differences (same seeds; Student's t, n - 1 df, two-sided p)", "", *paired_table(rows, methods), "",
           "## Relabel outcomes of the on-policy runs (per seed)", "", *relabel_table(rows, methods), "",
-          "## Share of on-policy samples that clarify, per sampling round", "", *rounds_table(study, methods, seeds), "",
+          "## Share of on-policy samples that clarify, per training step", "",
+          "From `sampling_rounds.tsv`. Runs made before commit 2e87873 logged only the last sampling round of each "
+          "step (with `train.gradient_accumulation_steps` 2, half the samples); the totals in the table above "
+          "(train.json) count every round.", "", *rounds_table(study, methods, seeds), "",
           "## Wall time per stage (minutes, mean over seeds; stages DVC reused from an earlier experiment are not counted again)",
           "", *timings_table(study, methods, seeds), ""]
     with atomic_file(study / "study.md") as fh:
