@@ -2,8 +2,9 @@
 
     python scripts/study_report.py reports/study-ambigsql
 
-Reads what `act ablate --out <dir>` wrote (`ablations_seeds.csv`: every method x seed x eval metric;
-`runs/<method>-s<seed>/`: train.json, simulate.json, sampling_rounds.tsv, timings.json) and writes:
+Reads what `act ablate --out <dir>` wrote under `runs/<method>-s<seed>/` (evaluate.json,
+train.json, simulate.json, sampling_rounds.tsv, probe.tsv, timings.json: every seed any sweep
+added) and writes:
 - per method, mean ± sd over seeds of the action-, turn- and trajectory-level figures, the probe
   margins and accuracy, and the samples cut at the turn cap;
 - paired ACT - DPO, ACT - SFT and ACT - ACT w/o simulation differences per seed, with t and p
@@ -41,12 +42,21 @@ PAIRED = ("action.action_auc", "action.informedness", "action.clarify_f1", "acti
 
 
 def read_rows(study: Path) -> list[dict]:
-    """Every (method, seed, metric, value): the eval figures of ablations_seeds.csv and, per
-    trained method, its train.json's probe and sampling figures."""
+    """Every (method, seed, metric, value): the eval figures of each run's evaluate.json (the ACT
+    experiment's also give the `sft` method's) and, per trained method, its train.json's probe
+    and sampling figures. Every `runs/<method>-s<seed>/` counts, whichever sweep wrote it."""
+    from act.tables import policy_figures
+
     rows = []
-    with open(study / "ablations_seeds.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            rows.append({"method": r["method"], "seed": int(r["seed"]), "metric": r["metric"], "value": float(r["value"])})
+    for run in sorted((study / "runs").glob("*-s*")):
+        method, _, seed = run.name.rpartition("-s")
+        evaluate = run / "evaluate.json"
+        if not seed.isdigit() or not evaluate.is_file():
+            continue
+        metrics = json.loads(evaluate.read_text())
+        for m, policy in ((method, "act"), *((("sft", "sft"),) if method == "act" else ())):
+            for metric, value in policy_figures(metrics, "evaluate.json", policy).items():
+                rows.append({"method": m, "seed": int(seed), "metric": metric, "value": value})
     methods_seeds = {(r["method"], r["seed"]) for r in rows}
     for method, seed in sorted(methods_seeds):
         if method == "sft":
@@ -207,8 +217,8 @@ def main(argv=None) -> int:
     p.add_argument("study", help="the sweep's --out dir (holds ablations_seeds.csv and runs/)")
     args = p.parse_args(argv)
     study = Path(args.study)
-    if not (study / "ablations_seeds.csv").is_file():
-        print(f"error: {study}/ablations_seeds.csv: no such file (run `act ablate --out {study}` first)", file=sys.stderr)
+    if not any((study / "runs").glob("*-s*/evaluate.json")):
+        print(f"error: {study}/runs/: no <method>-s<seed>/evaluate.json (run `act ablate --out {study}` first)", file=sys.stderr)
         return 2
     from act.io import atomic_file
 
