@@ -121,6 +121,13 @@ def queue_status(root: Path) -> list[dict[str, Any]]:
         return list(repo.experiments.celery_queue.status())
 
 
+def run_dir(out_dir: Path, entry: dict[str, Any]) -> Path:
+    """`out_dir/runs/<method>-s<seed>/` of a plan entry: named after its trained method (the ACT
+    experiment that the `sft` method shares is `act-s<seed>`)."""
+    method = next((m for m in entry["methods"] if m != "sft"), entry["methods"][0])
+    return out_dir / "runs" / f"{method}-s{entry['seed']}"
+
+
 RUN_FILES = ("metrics/evaluate.json", "metrics/train.json", "metrics/sft.json", "metrics/simulate.json",
              "plots/evaluate/sampling_rounds.tsv", "plots/evaluate/probe.tsv")
 """The files of each experiment the sweep copies to `<out>/runs/<method>-s<seed>/`: the metrics,
@@ -144,15 +151,15 @@ def save_runs(root: Path, plan: dict[str, dict[str, Any]], baseline: str, out_di
         ref = refs.get(name)
         if ref is None:
             continue
-        method = next((m for m in entry["methods"] if m != "sft"), entry["methods"][0])
-        run_dir = out_dir / "runs" / f"{method}-s{entry['seed']}"
+        folder = run_dir(out_dir, entry)
+        method = folder.name.rpartition("-s")[0]
         train: dict[str, Any] = {}
         for path in dict.fromkeys(files):
             proc = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=root, capture_output=True, text=True)
             if proc.returncode != 0:
                 continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_file(run_dir / Path(path).name) as fh:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_file(folder / Path(path).name) as fh:
                 fh.write(proc.stdout)
             if path.endswith("train.json"):
                 train = json.loads(proc.stdout)
@@ -183,10 +190,10 @@ def save_timings(out_dir: Path, plan: dict[str, dict[str, Any]], uri: str, exper
             return rows
         if not seconds:
             continue
-        method = next((m for m in entry["methods"] if m != "sft"), entry["methods"][0])
-        run_dir = out_dir / "runs" / f"{method}-s{entry['seed']}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_file(run_dir / "timings.json") as fh:
+        folder = run_dir(out_dir, entry)
+        method = folder.name.rpartition("-s")[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(folder / "timings.json") as fh:
             fh.write(json.dumps(seconds, indent=2, sort_keys=True) + "\n")
         rows += [{"method": method, "seed": entry["seed"], "stage": st, "seconds": s} for st, s in seconds.items()]
     return rows

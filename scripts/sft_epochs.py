@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     loss_at = {}
     for h in history:
         if "loss" in h:
-            loss_at[max(1, -(-int(h["epoch"] * 1000) // 1000))] = h["loss"]  # last logged loss within epoch k
+            loss_at[max(1, math.ceil(h["epoch"]))] = h["loss"]  # the last loss logged within epoch k
 
     rows = []
     for k in range(1, args.max_epochs + 1):

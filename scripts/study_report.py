@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from pathlib import Path
+
+from act.metrics.summary import mean_std
 
 METHOD_ORDER = ("sft", "dpo_offpolicy", "act", "act_no_simulation", "act_random_actions", "act_from_base")
 LABEL = {"sft": "SFT", "dpo_offpolicy": "Off-policy DPO", "act": "ACT", "act_no_simulation": "ACT w/o simulation",
@@ -77,11 +78,6 @@ def read_rows(study: Path) -> list[dict]:
     return rows
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
-
-
 def table(rows: list[dict], methods: list[str], metrics, fmt: str = ".3f") -> list[str]:
     by = {}
     for r in rows:
@@ -97,7 +93,7 @@ def table(rows: list[dict], methods: list[str], metrics, fmt: str = ".3f") -> li
             if not vals:
                 cells.append("–")
                 continue
-            mu, sd = mean_sd(vals)
+            mu, sd = mean_std(vals)
             cells.append(f"{mu:{fmt}} ± {sd:{fmt}}")
         out.append(f"| {LABEL.get(m, m)} | {n} | " + " | ".join(cells) + " |")
     return out
@@ -181,7 +177,7 @@ def timings_table(study: Path, methods: list[str], seeds: list[int]) -> list[str
     for m, d in per.items():
         n = max(len(v) for v in d.values())
         out.append(f"| {LABEL.get(m, m)}{' (+ SFT policy)' if m == 'act' else ''} | {n} | "
-                   + " | ".join(f"{mean_sd(d[st])[0] / 60:.1f}" if st in d else "–" for st in stages) + " |")
+                   + " | ".join(f"{mean_std(d[st])[0] / 60:.1f}" if st in d else "–" for st in stages) + " |")
     return out
 
 
@@ -199,7 +195,7 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> None:
             vals = [r["value"] for r in rows if r["method"] == m and r["metric"] == metric]
             if not vals:
                 continue
-            mu, sd = mean_sd(vals)
+            mu, sd = mean_std(vals)
             ax.bar(i, mu, yerr=sd, capsize=5, color=f"C{i}", alpha=0.75)
             ax.scatter([i + 0.12 * (j - (len(vals) - 1) / 2) for j in range(len(vals))], vals, color="k", s=12, zorder=3)
         if chance is not None:
