@@ -18,7 +18,8 @@
    training split (its own learning-rate schedule, so the epoch count, not the checkpoint, transfers).
 
 Writes `<out>/sft_epochs.json` (per epoch: SFT loss, the validation figures) and `<out>/sft_epochs.md`;
-scratch (adapters, predictions) goes to `<out>/work/`, removed at the end unless `--keep`.
+scratch (adapters, predictions) goes to a fresh `<out>/.sft_epochs-*/` folder of its own, removed at the
+end unless `--keep` (nothing already under `<out>` is touched but the two report files).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import math
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,8 +47,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fraction", type=float, default=0.2, help="share of training conversations held out (default 0.2)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override")
-    p.add_argument("--keep", action="store_true", help="keep <out>/work (the per-epoch adapters)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder (the per-epoch adapters)")
     return p.parse_args(argv)
+
+
+def pick_epoch(rows: list[dict]) -> dict:
+    """The row with the highest validation `turn.answer_score` (None counts as 0); ties go to
+    fewer epochs, so a flat curve picks the shortest SFT."""
+    if not rows:
+        raise ValueError("no epochs to pick from")
+    return max(rows, key=lambda r: (r["turn.answer_score"] or 0.0, -r["epoch"]))
 
 
 def epoch_saver(work: Path):
@@ -68,18 +78,32 @@ def epoch_saver(work: Path):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from act.params import load_params, parse_overrides
+
+    params = load_params(args.params, parse_overrides(args.set))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".sft_epochs-", dir=out))  # ours alone: removed at the end
+    try:
+        best = select(args, params, out, work)
+    finally:
+        if args.keep:
+            print(f"scratch kept: {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"pick: {best['epoch']} epochs", flush=True)
+    return 0
+
+
+def select(args: argparse.Namespace, params, out: Path, work: Path) -> dict:
+    """Steps 1-4 of the module doc; writes the two reports and returns the picked epoch's row."""
     import dataclasses
 
     from act.data.splits import carve_validation, validation_group
     from act.io import atomic_file, load_dataset_dict, save_dataset
-    from act.params import load_params, parse_overrides
     from act.records import validate_row
     from act.training.sft import train_sft
 
-    params = load_params(args.params, parse_overrides(args.set))
-    out = Path(args.out)
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
     dd = load_dataset_dict(args.data)
     records = [validate_row(row, file=f"{args.data}/train", index=i) for i, row in enumerate(dd["train"])]
     records = [r for r in records if r.action is not None]
@@ -117,7 +141,7 @@ def main(argv=None) -> int:
             row[f] = m.get(level, {}).get(name)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    best = max(rows, key=lambda r: (r["turn.answer_score"] or 0.0, -r["epoch"]))
+    best = pick_epoch(rows)
     result = {"pick": best["epoch"], "criterion": "turn.answer_score on the validation slice (ties: fewer epochs)",
               "validation_groups": held, "validation_conversations": len(val), "train_conversations": len(train),
               "max_epochs": args.max_epochs, "sft_seconds": round(sft_seconds, 1),
@@ -135,10 +159,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['epoch']} | {loss} | " + " | ".join(cells) + " |")
     with atomic_file(out / "sft_epochs.md") as fh:
         fh.write("\n".join(lines) + "\n")
-    if not args.keep:
-        shutil.rmtree(work)
-    print(f"pick: {best['epoch']} epochs", flush=True)
-    return 0
+    return best
 
 
 if __name__ == "__main__":

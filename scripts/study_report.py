@@ -12,7 +12,10 @@ added) and writes:
 - the relabel outcomes of the on-policy runs and the share of on-policy samples that clarify per
   sampling round (first, last, mean);
 - wall time per stage;
-- a plot of `action_auc` and trajectory success per method (mean, sd error bars, each seed a dot).
+- a plot of `action_auc` and trajectory success per method (mean, sd error bars, each seed a dot);
+- `act ablate`'s own reports (ablations.md/.csv/.png, ablations_seeds.csv, ablations_paired.csv)
+  over every seed under runs/: each sweep writes them over its own seeds only, so a study grown one
+  seed per sweep would otherwise keep the last sweep's.
 Nothing is recomputed from models: the report can be rebuilt from a clone at any time.
 """
 
@@ -37,6 +40,7 @@ TRAIN = (("probe.start_margin", "Probe margin, start"), ("probe.end_margin", "Pr
          ("probe.end_accuracy", "Probe accuracy, end"), ("train.clarify_share", "On-policy samples clarifying"),
          ("train.truncated_samples", "Training samples cut"), ("train.steps", "Steps"))
 OUTCOMES = ("wrong_action", "clarify_success", "clarify_failure", "answer_success", "answer_failure")
+EXTRA_OUTCOMES = ("right_action", "wrong_action_success")  # ACT w/o simulation; wrong_action_rule "released"
 MODEL_STAGES = ("base", "sft", "simulate", "train", "evaluate")
 PAIRED = ("action.action_auc", "action.informedness", "action.clarify_f1", "action.macro_f1", "turn.answer_score",
           "trajectory.score", "trajectory.success_rate", "probe.end_margin")
@@ -72,7 +76,7 @@ def read_rows(study: Path) -> list[dict]:
         if t.get("on_policy_sampling"):
             n = (t.get("samples/clarify") or 0) + (t.get("samples/answer") or 0)
             extra["train.clarify_share"] = (t.get("samples/clarify") or 0) / n if n else None
-            for o in OUTCOMES:
+            for o in OUTCOMES + EXTRA_OUTCOMES:
                 extra[f"relabel.{o}"] = t.get(f"relabel/{o}", 0)
         rows += [{"method": method, "seed": seed, "metric": k, "value": float(v)} for k, v in extra.items() if v is not None]
     return rows
@@ -133,15 +137,24 @@ def paired_table(rows: list[dict], methods: list[str]) -> list[str]:
 
 
 def relabel_table(rows: list[dict], methods: list[str]) -> list[str]:
+    """One row per on-policy run. The clarify success rate is over the clarifying samples on
+    CLARIFY turns: clarify_success / (clarify_success + clarify_failure); w/o simulation every such
+    sample wins on its action alone (right_action) and no trajectory is scored."""
     by = {(r["method"], r["seed"], r["metric"]): r["value"] for r in rows}
     keys = sorted({(r["method"], r["seed"]) for r in rows if r["metric"].startswith("relabel.")},
                   key=lambda k: (methods.index(k[0]) if k[0] in methods else 99, k[1]))
-    out = ["| method | seed | " + " | ".join(OUTCOMES) + " | clarify success rate |", "|---|---:|" + "---:|" * (len(OUTCOMES) + 1)]
+    shown = list(OUTCOMES) + [o for o in EXTRA_OUTCOMES if any(by.get((m, s, f"relabel.{o}")) for m, s in keys)]
+    out = ["| method | seed | " + " | ".join(shown) + " | clarify success rate |", "|---|---:|" + "---:|" * (len(shown) + 1)]
     for m, s in keys:
-        c = [int(by.get((m, s, f"relabel.{o}"), 0)) for o in OUTCOMES]
-        tried = c[1] + c[2]
-        rate = f"{c[1] / tried:.2f} ({c[1]}/{tried})" if tried else "– (no clarifying sample on a CLARIFY turn)"
-        out.append(f"| {LABEL.get(m, m)} | {s} | " + " | ".join(map(str, c)) + f" | {rate} |")
+        c = {o: int(by.get((m, s, f"relabel.{o}"), 0)) for o in shown}
+        tried = c["clarify_success"] + c["clarify_failure"]
+        if tried:
+            rate = f"{c['clarify_success'] / tried:.2f} ({c['clarify_success']}/{tried})"
+        elif c.get("right_action"):
+            rate = f"– ({c['right_action']} clarifying samples won on their action, unsimulated)"
+        else:
+            rate = "– (no clarifying sample on a CLARIFY turn)"
+        out.append(f"| {LABEL.get(m, m)} | {s} | " + " | ".join(str(c[o]) for o in shown) + f" | {rate} |")
     return out
 
 
@@ -208,6 +221,36 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def rewrite_ablations(study: Path, rows: list[dict], methods: list[str], seeds: list[int]) -> list[Path]:
+    """`act ablate`'s reports, as one sweep over all of `runs/` would have written them: the eval
+    figures per (method, seed), ACT minus each other method, the relabel counts and the stage timings."""
+    from act.metrics.paired import paired, summarize
+    from act.simulate import OUTCOMES as ALL_OUTCOMES
+    from act.tables import paired_markdown, relabel_markdown, timings_markdown, to_markdown, write_reports
+
+    figures = [r for r in rows if not r["metric"].startswith(("probe.", "train.", "relabel."))]
+    table_rows = summarize(figures)
+    comparisons = paired(figures, methods) if "act" in methods else []
+    relabels, timings = [], []
+    for m in methods:
+        for s in seeds:
+            run = study / "runs" / f"{m}-s{s}"
+            train = run / "train.json"
+            if m != "sft" and train.is_file():
+                t = json.loads(train.read_text())
+                if t.get("on_policy_sampling"):
+                    relabels.append({"method": m, "seed": s, "steps": t.get("steps"),
+                                     **{o: t.get(f"relabel/{o}", 0) for o in ALL_OUTCOMES}})
+            if m != "sft" and (run / "timings.json").is_file():
+                timings += [{"method": m, "seed": s, "stage": st, "seconds": sec}
+                            for st, sec in json.loads((run / "timings.json").read_text()).items()]
+    seconds = sum(t["seconds"] for t in timings)
+    markdown = (to_markdown(table_rows, methods, seconds) + paired_markdown(comparisons)
+                + relabel_markdown(relabels) + timings_markdown(timings))
+    markdown = markdown.replace("; wall time", "; wall time, summed over the stages of every sweep,", 1)
+    return write_reports(study, table_rows, markdown, methods, figures, comparisons)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("study", help="the sweep's --out dir (holds ablations_seeds.csv and runs/)")
@@ -238,7 +281,8 @@ def main(argv=None) -> int:
     with atomic_file(study / "study.md") as fh:
         fh.write("\n".join(md))
     plot(rows, methods, study / "study.png")
-    print(f"wrote {study / 'study.md'} and {study / 'study.png'}")
+    files = rewrite_ablations(study, rows, methods, seeds)
+    print(f"wrote {study / 'study.md'}, {study / 'study.png'} and " + ", ".join(f.name for f in files))
     return 0
 
 
