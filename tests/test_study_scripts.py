@@ -99,15 +99,17 @@ def _auc(run: Path, policy: str) -> float:
 
 @pytest.fixture
 def study(tmp_path):
-    """The committed AmbigSQL study's runs, plus an ACT w/o simulation run made from ACT seed 0's
-    files with its relabel counts changed (clarifying samples won on their action: right_action)."""
+    """The committed AmbigSQL study's runs, with its ACT w/o simulation seed 0 replaced by one made
+    from ACT seed 0's files with its relabel counts changed (17 clarifying samples won on their
+    action: right_action)."""
     src = ROOT / "reports" / "study-ambigsql" / "runs"
     dst = tmp_path / "study" / "runs"
     shutil.copytree(src, dst)
     nosim = dst / "act_no_simulation-s0"
+    shutil.rmtree(nosim, ignore_errors=True)
     shutil.copytree(dst / "act-s0", nosim)
     train = json.loads((nosim / "train.json").read_text())
-    train.update({"relabel/clarify_success": 0, "relabel/clarify_failure": 0, "relabel/right_action": 5})
+    train.update({"relabel/clarify_success": 0, "relabel/clarify_failure": 0, "relabel/right_action": 17})
     (nosim / "train.json").write_text(json.dumps(train))
     return tmp_path / "study"
 
@@ -123,7 +125,7 @@ def test_study_report_tables_paired_differences_and_ablations(study):
     row = next(line for line in md.splitlines() if line.startswith("| ACT − SFT | action.action_auc |"))
     assert row.split(" | ")[2] == ", ".join(f"{d:+.3f}" for d in diffs)
     # the unsimulated run shows its right_action wins and no trajectory success rate
-    assert "right_action" in md and "5 clarifying samples won on their action, unsimulated" in md
+    assert "right_action" in md and "17 clarifying samples won on their action, unsimulated" in md
     assert (study / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # act ablate's reports cover every seed under runs/, not the last sweep's
     with open(study / "ablations_seeds.csv", newline="") as fh:
