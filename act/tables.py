@@ -102,13 +102,14 @@ def paired_markdown(comparisons: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(table: list[dict[str, Any]], methods: Sequence[str], seconds: float) -> str:
+def to_markdown(table: list[dict[str, Any]], methods: Sequence[str], seconds: float, wall: str = "wall time") -> str:
+    """The mean ± std table; `wall` names what `seconds` measured (a sweep's wall time by default)."""
     from act.metrics.paired import headline
 
     metrics = headline(table)
     cell = {(r["method"], r["metric"]): f"{r['mean']:.3f} ± {r['std']:.3f}" for r in table}
     n = max((r["n"] for r in table), default=0)
-    lines = [f"Mean ± std over {n} seed(s); wall time {seconds / 60:.1f} min.", "",
+    lines = [f"Mean ± std over {n} seed(s); {wall} {seconds / 60:.1f} min.", "",
              "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for m in methods:
         lines.append(f"| {m} | " + " | ".join(cell.get((m, k), "–") for k in metrics) + " |")

@@ -39,8 +39,6 @@ EVAL = (("action.action_auc", "Action AUC"), ("action.informedness", "Informedne
 TRAIN = (("probe.start_margin", "Probe margin, start"), ("probe.end_margin", "Probe margin, end"),
          ("probe.end_accuracy", "Probe accuracy, end"), ("train.clarify_share", "On-policy samples clarifying"),
          ("train.truncated_samples", "Training samples cut"), ("train.steps", "Steps"))
-OUTCOMES = ("wrong_action", "clarify_success", "clarify_failure", "answer_success", "answer_failure")
-EXTRA_OUTCOMES = ("right_action", "wrong_action_success")  # ACT w/o simulation; wrong_action_rule "released"
 MODEL_STAGES = ("base", "sft", "simulate", "train", "evaluate")
 PAIRED = ("action.action_auc", "action.informedness", "action.clarify_f1", "action.macro_f1", "turn.answer_score",
           "trajectory.score", "trajectory.success_rate", "probe.end_margin")
@@ -50,6 +48,7 @@ def read_rows(study: Path) -> list[dict]:
     """Every (method, seed, metric, value): the eval figures of each run's evaluate.json (the ACT
     experiment's also give the `sft` method's) and, per trained method, its train.json's probe
     and sampling figures. Every `runs/<method>-s<seed>/` counts, whichever sweep wrote it."""
+    from act.simulate import OUTCOMES
     from act.tables import policy_figures
 
     rows = []
@@ -76,7 +75,7 @@ def read_rows(study: Path) -> list[dict]:
         if t.get("on_policy_sampling"):
             n = (t.get("samples/clarify") or 0) + (t.get("samples/answer") or 0)
             extra["train.clarify_share"] = (t.get("samples/clarify") or 0) / n if n else None
-            for o in OUTCOMES + EXTRA_OUTCOMES:
+            for o in OUTCOMES:
                 extra[f"relabel.{o}"] = t.get(f"relabel/{o}", 0)
         rows += [{"method": method, "seed": seed, "metric": k, "value": float(v)} for k, v in extra.items() if v is not None]
     return rows
@@ -139,11 +138,15 @@ def paired_table(rows: list[dict], methods: list[str]) -> list[str]:
 def relabel_table(rows: list[dict], methods: list[str]) -> list[str]:
     """One row per on-policy run. The clarify success rate is over the clarifying samples on
     CLARIFY turns: clarify_success / (clarify_success + clarify_failure); w/o simulation every such
-    sample wins on its action alone (right_action) and no trajectory is scored."""
+    sample wins on its action alone (right_action) and no trajectory is scored. Columns: every
+    outcome some run reached, and the rate's two terms always."""
+    from act.simulate import OUTCOMES
+
     by = {(r["method"], r["seed"], r["metric"]): r["value"] for r in rows}
     keys = sorted({(r["method"], r["seed"]) for r in rows if r["metric"].startswith("relabel.")},
                   key=lambda k: (methods.index(k[0]) if k[0] in methods else 99, k[1]))
-    shown = list(OUTCOMES) + [o for o in EXTRA_OUTCOMES if any(by.get((m, s, f"relabel.{o}")) for m, s in keys)]
+    shown = [o for o in OUTCOMES if o in ("clarify_success", "clarify_failure")
+             or any(by.get((m, s, f"relabel.{o}")) for m, s in keys)]
     out = ["| method | seed | " + " | ".join(shown) + " | clarify success rate |", "|---|---:|" + "---:|" * (len(shown) + 1)]
     for m, s in keys:
         c = {o: int(by.get((m, s, f"relabel.{o}"), 0)) for o in shown}
@@ -175,14 +178,21 @@ def rounds_table(study: Path, methods: list[str], seeds: list[int]) -> list[str]
     return out
 
 
-def timings_table(study: Path, methods: list[str], seeds: list[int]) -> list[str]:
-    per: dict[str, dict[str, list[float]]] = {}
+def read_timings(study: Path, methods: list[str], seeds: list[int]) -> list[dict]:
+    """Every run's timings.json as (method, seed, stage, seconds) rows (`act.tables.timings_markdown`'s)."""
+    out = []
     for m in methods:
         for s in seeds:
             f = study / "runs" / f"{m}-s{s}" / "timings.json"
             if m != "sft" and f.is_file():
-                for stage, sec in json.loads(f.read_text()).items():
-                    per.setdefault(m, {}).setdefault(stage, []).append(sec)
+                out += [{"method": m, "seed": s, "stage": st, "seconds": sec} for st, sec in json.loads(f.read_text()).items()]
+    return out
+
+
+def timings_table(timings: list[dict]) -> list[str]:
+    per: dict[str, dict[str, list[float]]] = {}
+    for t in timings:
+        per.setdefault(t["method"], {}).setdefault(t["stage"], []).append(t["seconds"])
     stages = [st for st in MODEL_STAGES if any(st in d for d in per.values())]  # data stages take seconds
     if not stages:
         return []
@@ -221,33 +231,23 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def rewrite_ablations(study: Path, rows: list[dict], methods: list[str], seeds: list[int]) -> list[Path]:
+def rewrite_ablations(study: Path, rows: list[dict], methods: list[str], timings: list[dict]) -> list[Path]:
     """`act ablate`'s reports, as one sweep over all of `runs/` would have written them: the eval
     figures per (method, seed), ACT minus each other method, the relabel counts and the stage timings."""
     from act.metrics.paired import paired, summarize
-    from act.simulate import OUTCOMES as ALL_OUTCOMES
+    from act.simulate import OUTCOMES
     from act.tables import paired_markdown, relabel_markdown, timings_markdown, to_markdown, write_reports
 
     figures = [r for r in rows if not r["metric"].startswith(("probe.", "train.", "relabel."))]
     table_rows = summarize(figures)
     comparisons = paired(figures, methods) if "act" in methods else []
-    relabels, timings = [], []
-    for m in methods:
-        for s in seeds:
-            run = study / "runs" / f"{m}-s{s}"
-            train = run / "train.json"
-            if m != "sft" and train.is_file():
-                t = json.loads(train.read_text())
-                if t.get("on_policy_sampling"):
-                    relabels.append({"method": m, "seed": s, "steps": t.get("steps"),
-                                     **{o: t.get(f"relabel/{o}", 0) for o in ALL_OUTCOMES}})
-            if m != "sft" and (run / "timings.json").is_file():
-                timings += [{"method": m, "seed": s, "stage": st, "seconds": sec}
-                            for st, sec in json.loads((run / "timings.json").read_text()).items()]
-    seconds = sum(t["seconds"] for t in timings)
-    markdown = (to_markdown(table_rows, methods, seconds) + paired_markdown(comparisons)
-                + relabel_markdown(relabels) + timings_markdown(timings))
-    markdown = markdown.replace("; wall time", "; wall time, summed over the stages of every sweep,", 1)
+    value = {(r["method"], r["seed"], r["metric"]): r["value"] for r in rows}
+    on_policy = sorted({(m, s) for m, s, k in value if k.startswith("relabel.")}, key=lambda k: (methods.index(k[0]), k[1]))
+    relabel_rows = [{"method": m, "seed": s, "steps": int(value.get((m, s, "train.steps"), 0)),
+                     **{o: int(value.get((m, s, f"relabel.{o}"), 0)) for o in OUTCOMES}} for m, s in on_policy]
+    markdown = (to_markdown(table_rows, methods, sum(t["seconds"] for t in timings),
+                            wall="summed stage time of every sweep")
+                + paired_markdown(comparisons) + relabel_markdown(relabel_rows) + timings_markdown(timings))
     return write_reports(study, table_rows, markdown, methods, figures, comparisons)
 
 
@@ -265,6 +265,7 @@ def main(argv=None) -> int:
     present = {r["method"] for r in rows}
     methods = [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
     seeds = sorted({r["seed"] for r in rows})
+    timings = read_timings(study, methods, seeds)
     md = [f"# Study: {study.name}", "",
           f"Seeds {', '.join(map(str, seeds))}. Rebuilt by `python scripts/study_report.py {study}` from the files beside it.", "",
           "## Per method (mean ± sd over seeds)", "", *table(rows, methods, EVAL), "",
@@ -277,11 +278,11 @@ def main(argv=None) -> int:
           "step (with `train.gradient_accumulation_steps` 2, half the samples); the totals in the table above "
           "(train.json) count every round.", "", *rounds_table(study, methods, seeds), "",
           "## Wall time per stage (minutes, mean over seeds; stages DVC reused from an earlier experiment are not counted again)",
-          "", *timings_table(study, methods, seeds), ""]
+          "", *timings_table(timings), ""]
     with atomic_file(study / "study.md") as fh:
         fh.write("\n".join(md))
     plot(rows, methods, study / "study.png")
-    files = rewrite_ablations(study, rows, methods, seeds)
+    files = rewrite_ablations(study, rows, methods, timings)
     print(f"wrote {study / 'study.md'}, {study / 'study.png'} and " + ", ".join(f.name for f in files))
     return 0
 
